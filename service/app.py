@@ -1,0 +1,57 @@
+"""The FastAPI application: `create_app()` builds it; nothing connects until it starts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+from fastapi import FastAPI
+from redis import Redis
+
+import jobs
+from jobs.registry import Registry
+from service import errors
+from service.connection import connect
+from service.limits import BodyLimitMiddleware
+from service.routes import jobs as job_routes
+from service.routes import meta
+from service.settings import Settings, load_settings
+
+# Threads for `?wait=` requests, apart from the pool that serves every other route.
+WAIT_THREADS = 100
+
+
+def create_app(
+    settings: Settings | None = None,
+    connection: Redis | None = None,
+    registry: Registry | None = None,
+) -> FastAPI:
+    """Build the app; `connection` (e.g. fakeredis) replaces the one made from REDIS_URL."""
+    settings = settings or load_settings()
+    registry = registry or jobs.registry
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own = connection is None
+        app.state.connection = connect(settings) if own else connection
+        app.state.wait_limiter = anyio.CapacityLimiter(WAIT_THREADS)
+        try:
+            yield
+        finally:
+            if own:
+                app.state.connection.close()
+
+    app = FastAPI(
+        title="offload",
+        summary="Slow work off the request path: typed jobs over HTTP, run by RQ workers.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.registry = registry
+    errors.install(app)
+    app.include_router(meta.router)
+    app.include_router(job_routes.build_router(registry))
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,31 @@
+"""Dependencies the routes declare: the Redis connection, the settings, the job registry."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from redis import Redis
+
+from jobs.registry import Registry
+from service.settings import Settings
+
+
+def get_connection(request: Request) -> Redis:
+    connection: Redis = request.app.state.connection
+    return connection
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_registry(request: Request) -> Registry:
+    registry: Registry = request.app.state.registry
+    return registry
+
+
+ConnectionDep = Annotated[Redis, Depends(get_connection)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RegistryDep = Annotated[Registry, Depends(get_registry)]

@@ -1,0 +1,69 @@
+"""Errors the API answers with: each carries its HTTP status; one handler renders them all."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+log = logging.getLogger(__name__)
+
+
+class OffloadError(Exception):
+    """Base of the API's errors: `detail` becomes the JSON body, `status_code` the status."""
+
+    status_code = 500
+
+    def __init__(self, detail: object) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class UnknownJobNameError(OffloadError):
+    status_code = 404
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(f"no job named {name!r}; known jobs: {', '.join(known)}")
+
+
+class JobNotFoundError(OffloadError):
+    status_code = 404
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job with id {job_id!r} (it never existed or its record expired)")
+
+
+class InvalidOptionError(OffloadError):
+    """A query option out of range, in FastAPI's own 422 shape so clients parse one format."""
+
+    status_code = 422
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__([{"loc": ["query", name], "msg": message, "type": "value_error"}])
+
+
+class RedisUnavailableError(OffloadError):
+    status_code = 503
+
+
+async def _offload_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, OffloadError)
+    headers = {"Retry-After": "1"} if exc.status_code == 503 else None
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+
+
+async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
+    # Redis' own message names host and port but never the password; the traceback stays in the log.
+    log.warning("Redis unavailable during %s %s: %s", request.method, request.url.path, exc)
+    error = RedisUnavailableError(f"Redis is unavailable, try again shortly ({exc})")
+    return await _offload_error(request, error)
+
+
+def install(app: FastAPI) -> None:
+    """Map offload's errors and an unreachable Redis to JSON answers."""
+    app.add_exception_handler(OffloadError, _offload_error)
+    app.add_exception_handler(RedisConnectionError, _redis_down)
+    app.add_exception_handler(RedisTimeoutError, _redis_down)

@@ -1,0 +1,89 @@
+"""Run the whole stack locally: the Procfile's processes, plus an embedded Redis if none is set.
+
+python -m service.run [-c worker=2]      (what `make run` calls)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import honcho.manager
+from honcho.environ import expand_processes, parse_procfile
+
+from service.embedded_redis import RedisServer, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = ROOT / ".data" / "redis"
+# Heroku sends SIGTERM, then SIGKILL 30 s later; honcho's own wait is 5 s. Match Heroku, so a
+# job that finishes within 30 s of Ctrl-C finishes here too.
+GRACE_SECONDS = 30
+
+
+def _concurrency(values: Sequence[str]) -> dict[str, int]:
+    counts = {}
+    for value in values:
+        name, _, count = value.partition("=")
+        if not count.isdigit() or int(count) < 1:
+            raise SystemExit(f"-c takes NAME=COUNT, e.g. worker=2; got {value!r}")
+        counts[name] = int(count)
+    return counts
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "-c",
+        "--concurrency",
+        action="append",
+        default=[],
+        metavar="NAME=N",
+        help="processes of a type to run, e.g. -c worker=2",
+    )
+    parser.add_argument("-f", "--procfile", type=Path, default=ROOT / "Procfile")
+    args = parser.parse_args(argv)
+    processes = parse_procfile(args.procfile.read_text()).processes
+    concurrency = _concurrency(args.concurrency)
+    unknown = set(concurrency) - set(processes)
+    if unknown:
+        raise SystemExit(f"unknown process types {sorted(unknown)}; the Procfile has {sorted(processes)}")
+
+    env = dict(os.environ)
+    env.setdefault("HOST", "127.0.0.1")
+    env.setdefault("PORT", "8000")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    # The Procfile says `uvicorn` and `python`: make them this interpreter's, venv or not.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    redis_server = None
+    if not env.get("REDIS_URL"):
+        redis_server = RedisServer(DATA_DIR, port=free_port(6379)).start()
+        env["REDIS_URL"] = redis_server.url
+        print(f"offload: embedded Redis at {redis_server.url} (data in {DATA_DIR})", flush=True)
+    else:
+        print("offload: using REDIS_URL from the environment", flush=True)
+    print(
+        f"offload: API docs at http://{env['HOST']}:{env['PORT']}/docs  (Ctrl-C stops everything)", flush=True
+    )
+
+    honcho.manager.KILL_WAIT = GRACE_SECONDS
+    manager = honcho.manager.Manager()
+    try:
+        for process in expand_processes(processes, concurrency=concurrency, env=env):
+            # honcho hands each process type its own PORT; only web serves HTTP, on ours.
+            process.env["PORT"] = env["PORT"]
+            manager.add_process(process.name, process.cmd, quiet=process.quiet, env=process.env, cwd=ROOT)
+        manager.loop()
+    finally:
+        if redis_server is not None:
+            redis_server.stop()
+            print("offload: embedded Redis stopped", flush=True)
+    return manager.returncode or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""The worker process: RQ's worker on offload's queues, running only registered jobs."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+from rq import Queue, SimpleWorker, Worker
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+import jobs
+from jobs.registry import QUEUES, Registry
+from service.connection import connect
+from service.settings import load_settings
+
+
+class ForkWorker(Worker):
+    """RQ's forking worker, with a work horse that lets its worker decide when to stop.
+
+    Heroku and honcho send SIGTERM to every process of a dyno, the work horse included; RQ's
+    horse would die at once. Here it ignores SIGTERM, so the worker's warm shutdown lets the
+    running job finish; a second signal (cold shutdown) or SIGKILL still ends it.
+    """
+
+    def setup_work_horse_signals(self) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+WORKER_CLASSES: dict[str, type[Worker] | type[SimpleWorker]] = {
+    "fork": ForkWorker,
+    "simple": SimpleWorker,
+}
+
+
+class UnregisteredJobError(RuntimeError):
+    """A job in Redis names a function that is not in the catalogue."""
+
+
+class OffloadJob(Job):
+    """A job whose function comes from the registry, never from importing a stored dotted path.
+
+    Redis is shared with anything that can reach it; RQ would import and call whatever path a
+    job names. Resolving through the registry keeps workers to the catalogue, and `run` checks
+    the stored input against the job's model before calling it.
+    """
+
+    registry: ClassVar[Registry] = jobs.registry
+
+    @property
+    def func(self) -> Callable[..., Any]:
+        registered = self.registry.by_path(self.func_name)
+        if registered is None or self.instance is not None:
+            raise UnregisteredJobError(
+                f"{self.func_name!r} is not a registered job; workers run only the catalogue"
+            )
+        return registered.run
+
+
+def build_worker(
+    connection: Any, queues: Sequence[str] = QUEUES, kind: str = "fork", name: str | None = None
+) -> Worker | SimpleWorker:
+    """A worker on `queues` in priority order, with the JSON serializer and the registry's jobs."""
+    return WORKER_CLASSES[kind](
+        [Queue(q, connection=connection, serializer=JSONSerializer) for q in queues],
+        connection=connection,
+        serializer=JSONSerializer,
+        job_class=OffloadJob,
+        name=name,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Run an offload worker (REDIS_URL from the environment).")
+    parser.add_argument("queues", nargs="*", default=list(QUEUES), help="queues in priority order")
+    parser.add_argument(
+        "--kind",
+        choices=sorted(WORKER_CLASSES),
+        default="fork",
+        help="fork: each job in a child process (isolated); simple: in this process (fast)",
+    )
+    parser.add_argument("--burst", action="store_true", help="stop when the queues are empty")
+    parser.add_argument("--name", help="worker name (default: RQ's)")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    unknown = set(args.queues) - set(QUEUES)
+    if unknown:
+        parser.error(f"unknown queues {sorted(unknown)}; queues are {', '.join(QUEUES)}")
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    worker = build_worker(connect(load_settings()), args.queues, args.kind, args.name)
+    # SIGTERM/SIGINT: RQ's warm shutdown, finishing the current job; a second signal stops at once.
+    worker.work(burst=args.burst, with_scheduler=True, logging_level=args.log_level)
+
+
+if __name__ == "__main__":
+    main()
