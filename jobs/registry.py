@@ -105,8 +105,8 @@ class RegisteredJob(Generic[P, R]):
         return queue.enqueue_call(
             self.func,
             kwargs=params.model_dump(mode="json"),
-            timeout=options.timeout or self.defaults.timeout,
-            result_ttl=options.result_ttl or self.defaults.result_ttl,
+            timeout=self.defaults.timeout if options.timeout is None else options.timeout,
+            result_ttl=self.defaults.result_ttl if options.result_ttl is None else options.result_ttl,
             failure_ttl=self.defaults.failure_ttl,
             retry=Retry(max=retries, interval=list(self.defaults.retry_intervals)) if retries else None,
         )
@@ -128,7 +128,7 @@ class Registry:
             raise ValueError(f"unknown queue {settings.queue!r}; queues are {', '.join(QUEUES)}")
 
         def register(func: Callable[P, R]) -> RegisteredJob[P, R]:
-            job_name = name or func.__name__
+            job_name = func.__name__ if name is None else name
             if not NAME_PATTERN.fullmatch(job_name):
                 raise ValueError(f"job name {job_name!r} must match {NAME_PATTERN.pattern}")
             if job_name in self._by_name:

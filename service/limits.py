@@ -27,28 +27,32 @@ class BodyLimitMiddleware:
             await self._refuse(send)
             return
         received = 0
-        started = False
+        exceeded = started = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    exceeded = True
                     raise BodyTooLargeError
             return message
 
-        async def tracking_send(message: Message) -> None:
+        async def guarded_send(message: Message) -> None:
+            # Whatever the app makes of the cut-off body (FastAPI answers 400), the answer is 413.
             nonlocal started
+            if message["type"] == "http.response.start" and exceeded:
+                await self._refuse(send)
+            if not exceeded:
+                await send(message)
             started = started or message["type"] == "http.response.start"
-            await send(message)
 
         try:
-            await self.app(scope, counting_receive, tracking_send)
+            await self.app(scope, counting_receive, guarded_send)
         except BodyTooLargeError:
-            if started:  # the app answered before reading the whole body; nothing more to say
-                return
-            await self._refuse(send)
+            if not started:
+                await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
         body = json.dumps(

@@ -6,7 +6,7 @@ import argparse
 import logging
 import signal
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from rq import Queue, SimpleWorker, Worker
 from rq.job import Job
@@ -62,14 +62,21 @@ class OffloadJob(Job):
 
 
 def build_worker(
-    connection: Any, queues: Sequence[str] = QUEUES, kind: str = "fork", name: str | None = None
+    connection: Any,
+    queues: Sequence[str] = QUEUES,
+    kind: str = "fork",
+    name: str | None = None,
+    registry: Registry | None = None,
 ) -> Worker | SimpleWorker:
     """A worker on `queues` in priority order, with the JSON serializer and the registry's jobs."""
+    job_class: type[OffloadJob] = OffloadJob
+    if registry is not None:
+        job_class = cast(type[OffloadJob], type("OffloadJob", (OffloadJob,), {"registry": registry}))
     return WORKER_CLASSES[kind](
         [Queue(q, connection=connection, serializer=JSONSerializer) for q in queues],
         connection=connection,
         serializer=JSONSerializer,
-        job_class=OffloadJob,
+        job_class=job_class,
         name=name,
     )
 

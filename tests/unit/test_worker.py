@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from redis import Redis
+from rq import Queue
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from service.worker import ForkWorker, OffloadJob, build_worker, main
+
+
+def not_a_job(path: str) -> None:
+    """Importable, but not registered: workers must never run it."""
+    Path(path).write_text("ran")
+
+
+def test_a_worker_refuses_functions_outside_the_catalogue(
+    connection: Redis, run_jobs: Callable[[], None], tmp_path: Path
+) -> None:
+    marker = tmp_path / "marker"
+    queue = Queue("default", connection=connection, serializer=JSONSerializer)
+    job = queue.enqueue(f"{__name__}.not_a_job", str(marker))
+    run_jobs()
+    stored = Job.fetch(job.id, connection=connection, serializer=JSONSerializer)
+    assert stored.get_status() == "failed"
+    latest = stored.latest_result()
+    assert latest is not None
+    assert "is not a registered job" in (latest.exc_string or "")
+    assert not marker.exists()
+
+
+def test_a_pickled_job_is_not_run(connection: Redis, run_jobs: Callable[[], None], tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    pickled = Queue("default", connection=connection)  # RQ's default serializer is pickle
+    job = pickled.enqueue(not_a_job, str(marker))
+    run_jobs()
+    assert not marker.exists()
+    assert connection.hget(job.key, "status") != b"finished"
+
+
+def test_build_worker_listens_to_the_queues_in_priority_order(connection: Redis) -> None:
+    worker = build_worker(connection)
+    assert isinstance(worker, ForkWorker)
+    assert worker.queue_names() == ["high", "default", "low"]
+    assert worker.job_class is OffloadJob
+    assert worker.serializer is JSONSerializer
+    assert build_worker(connection, ["low"], kind="simple").queue_names() == ["low"]
+
+
+def test_the_work_horse_ignores_sigterm_so_warm_shutdown_can_finish_the_job(connection: Redis) -> None:
+    worker = build_worker(connection)
+    assert isinstance(worker, ForkWorker)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        worker.setup_work_horse_signals()
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def test_main_refuses_unknown_queues(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["urgent"])
+    assert "unknown queues ['urgent']" in capsys.readouterr().err
