@@ -108,8 +108,17 @@ class RegisteredJob(Generic[P, R]):
             timeout=self.defaults.timeout if options.timeout is None else options.timeout,
             result_ttl=self.defaults.result_ttl if options.result_ttl is None else options.result_ttl,
             failure_ttl=self.defaults.failure_ttl,
-            retry=Retry(max=retries, interval=list(self.defaults.retry_intervals)) if retries else None,
+            retry=Retry(max=retries, interval=self._intervals(retries)) if retries else None,
         )
+
+    def _intervals(self, retries: int) -> list[int]:
+        """One interval per retry: the n-th retry waits the n-th interval, the last repeating.
+
+        RQ picks the interval of a list by retries *left*, so a list longer than the retries
+        would start at its end (`retries=1` with (10, 60, 300) would wait 300 s).
+        """
+        intervals = self.defaults.retry_intervals or (0,)
+        return [intervals[min(n, len(intervals) - 1)] for n in range(retries)]
 
 
 class Registry:

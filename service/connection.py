@@ -5,10 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import redis
-from redis.backoff import NoBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
 from service.settings import Settings
+
+# Longest pause between a worker's attempts to reach Redis again (its recovery delay).
+PATIENT_BACKOFF_CAP = 1.0
 
 
 def _options(settings: Settings) -> dict[str, Any]:
@@ -23,6 +26,16 @@ def _options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def connect(settings: Settings) -> redis.Redis:
-    """A client that fails fast: one immediate retry (for a connection Redis closed), no backoff."""
-    return redis.Redis.from_url(settings.redis_url, retry=Retry(NoBackoff(), 1), **_options(settings))
+def connect(settings: Settings, *, patient: bool = False) -> redis.Redis:
+    """A Redis client for the web (fails fast) or, `patient`, for workers (waits for Redis).
+
+    The web answers 503 at once when Redis is away: one immediate retry covers a pooled
+    connection that a restarted Redis closed. A worker has nobody to answer: its every command
+    retries, backing off up to a second, until Redis is back. RQ rides out an outage only while
+    it waits for work; anywhere else (a job ending, a heartbeat) it would exit.
+    """
+    if patient:
+        retry = Retry(ExponentialBackoff(cap=PATIENT_BACKOFF_CAP, base=0.05), -1)
+    else:
+        retry = Retry(NoBackoff(), 1)
+    return redis.Redis.from_url(settings.redis_url, retry=retry, **_options(settings))

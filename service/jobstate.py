@@ -70,6 +70,10 @@ def _error(job: Job, latest: Result | None) -> JobError:
     if isinstance(recorded, dict) and {"type", "message"} <= recorded.keys():
         return JobError(type=str(recorded["type"]), message=str(recorded["message"]))
     text = (latest.exc_string if latest is not None else None) or ""
+    if "AbandonedJobError" in text:
+        return JobError(
+            type="AbandonedJobError", message="the worker running this job stopped before it ended"
+        )
     last = next((line for line in reversed(text.strip().splitlines()) if line.strip()), "")
     kind, sep, message = last.partition(": ")
     if not sep or " " in kind:

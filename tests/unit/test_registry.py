@@ -137,6 +137,10 @@ def test_enqueue_in_process_uses_the_same_validation_and_defaults(
     assert stored.retry_intervals == [3, 4]
     assert stored.func_name == add.path
 
+    # The n-th retry waits the n-th interval, whatever the number of retries asked for.
+    assert add.enqueue(connection, EnqueueOptions(retries=1), a=1).retry_intervals == [3]
+    assert add.enqueue(connection, EnqueueOptions(retries=4), a=1).retry_intervals == [3, 4, 4, 4]
+
     job = add.enqueue(connection, EnqueueOptions(queue="high", timeout=9, retries=0), a=1)
     stored = Job.fetch(job.id, connection=connection, serializer=JSONSerializer)
     assert (stored.origin, stored.timeout, stored.retries_left) == ("high", 9, None)

@@ -9,6 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
 from rq import Queue
+from rq.job import Job
+from rq.job_lifecycle import record_job_failure
 from rq.serializers import JSONSerializer
 
 from jobs.registry import Registry
@@ -272,3 +274,17 @@ def test_redis_down_is_503_with_a_clear_message(down_client: TestClient, method:
     assert response.headers["retry-after"] == "1"
     assert response.json()["detail"].startswith("Redis is unavailable")
     assert "Traceback" not in response.text
+
+
+def test_an_abandoned_job_says_so(client: TestClient, connection: Redis) -> None:
+    """What RQ writes when a worker died mid-job and its heartbeat lapsed (registry cleanup)."""
+    view = enqueue(client, "word_count", {"text": "a"}, retries=0)
+    job = Job.fetch(view["id"], connection=connection, serializer=JSONSerializer)
+    with connection.pipeline() as pipeline:
+        record_job_failure(
+            job, "Moved to FailedJobRegistry, due to AbandonedJobError, at 2026-11-26", pipeline
+        )
+        pipeline.execute()
+    failed = read(client, view["id"])
+    assert failed["status"] == "failed"
+    assert failed["error"]["type"] == "AbandonedJobError"
