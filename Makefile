@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint typecheck pytest format clean
+.PHONY: install run test lint typecheck pytest format bench clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,10 @@ typecheck: install
 
 pytest: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## bench: the benchmarks under bench/, each printing ratios against a baseline from the same run
+bench: install
+	$(BIN)/python -m bench.seed_latency
 
 format: install
 	$(BIN)/ruff check --fix .

@@ -244,8 +244,10 @@ def new_client(base_url: str) -> httpx2.Client:
     return httpx2.Client(base_url=base_url, timeout=HTTP_TIMEOUT, trust_env=False)
 
 
-def wait_for_health(client: httpx2.Client, processes: list[LoggedProcess], timeout: float) -> None:
-    """Until GET /healthz answers 200; fail with the logs if a process exits or time runs out."""
+def wait_for_health(
+    client: httpx2.Client, processes: list[LoggedProcess], timeout: float, path: str = "/healthz"
+) -> None:
+    """Until GET `path` answers 200; fail with the logs if a process exits or time runs out."""
     deadline = time.monotonic() + timeout
     last = "no answer yet"
     while time.monotonic() < deadline:
@@ -253,9 +255,9 @@ def wait_for_health(client: httpx2.Client, processes: list[LoggedProcess], timeo
         if exited:
             logs = "\n".join(p.tail() for p in processes)
             names = ", ".join(f"{p.name} (rc={p.popen.returncode})" for p in exited)
-            raise AssertionError(f"exited before /healthz answered: {names}\n{logs}")
+            raise AssertionError(f"exited before {path} answered: {names}\n{logs}")
         try:
-            response = client.get("/healthz", timeout=2.0)
+            response = client.get(path, timeout=2.0)
             if response.status_code == 200:
                 return
             last = f"{response.status_code} {response.text}"
@@ -263,7 +265,7 @@ def wait_for_health(client: httpx2.Client, processes: list[LoggedProcess], timeo
             last = repr(exc)
         time.sleep(0.1)
     logs = "\n".join(p.tail() for p in processes)
-    raise AssertionError(f"/healthz did not answer 200 within {timeout} s (last: {last})\n{logs}")
+    raise AssertionError(f"{path} did not answer 200 within {timeout} s (last: {last})\n{logs}")
 
 
 @contextlib.contextmanager
