@@ -5,6 +5,7 @@ Add a module of your own and import it here.
 """
 
 from jobs import examples  # noqa: F401  (imported for its registrations)
-from jobs.registry import EnqueueOptions, JobDefaults, RegisteredJob, job, registry, report_progress
+from jobs.enqueueing import EnqueueOptions
+from jobs.registry import JobDefaults, RegisteredJob, job, registry, report_progress
 
 __all__ = ["EnqueueOptions", "JobDefaults", "RegisteredJob", "job", "registry", "report_progress"]

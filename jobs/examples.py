@@ -6,6 +6,7 @@ import math
 import re
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Annotated
 
 from pydantic import Field
@@ -66,3 +67,11 @@ def process_items(
         time.sleep(delay)
         report_progress(done / items, f"{done}/{items} items")
     return {"processed": items}
+
+
+# Every minute, on the lowest queue: cheap enough to run wherever the stack runs, frequent enough
+# to see the clock work, and a liveness signal (alert when its last run is minutes old).
+@job(queue="low", timeout=30, result_ttl=3600, cron="* * * * *")
+def heartbeat() -> dict[str, str]:
+    """Periodic (every minute, from the clock process): shows the clock and the workers at work."""
+    return {"ran_at": datetime.now(UTC).isoformat(timespec="seconds")}

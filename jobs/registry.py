@@ -9,10 +9,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
-from pydantic import BaseModel, ConfigDict, TypeAdapter, create_model
-from rq import Queue, Retry
+from croniter import croniter
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
 from rq.job import get_current_job
-from rq.serializers import JSONSerializer
+
+from jobs.enqueueing import QUEUES, WORKER_QUEUES, EnqueueOptions, enqueue
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -21,8 +22,6 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 R = TypeVar("R")
 
-# Priority order: a worker takes from the first queue that has work.
-QUEUES: tuple[str, ...] = ("high", "default", "low")
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
@@ -39,17 +38,19 @@ class JobDefaults:
 
 
 @dataclass(frozen=True)
-class EnqueueOptions:
-    """Per-enqueue overrides of a job's defaults; None keeps the default."""
+class Schedule:
+    """When the clock process enqueues a job: a cron expression or an interval, with an input."""
 
-    queue: str | None = None
-    timeout: int | None = None
-    retries: int | None = None
-    result_ttl: int | None = None
+    cron: str | None  # five fields in the clock's local time, as RQ's cron matches them
+    every: int | None  # seconds
+    input: dict[str, Any]  # checked against the job's input model when the job is declared
 
 
 class RegisteredJob(Generic[P, R]):
     """A registered job: callable like the plain function, and enqueueable by name."""
+
+    # Set by the decorator, once the input model exists to check the scheduled input against.
+    schedule: Schedule | None = None
 
     def __init__(self, func: Callable[P, R], name: str, defaults: JobDefaults) -> None:
         self.func = func
@@ -87,38 +88,8 @@ class RegisteredJob(Generic[P, R]):
         return result if self._result is None else self._result.dump_python(result, mode="json")
 
     def enqueue(self, connection: Redis, /, options: EnqueueOptions | None = None, **params: Any) -> Job:
-        """Validate the input and enqueue this job: the one enqueue path, used by the API too."""
-        return self.enqueue_input(connection, self.input_model.model_validate(params), options)
-
-    def enqueue_input(
-        self, connection: Redis, params: BaseModel, options: EnqueueOptions | None = None
-    ) -> Job:
-        """Enqueue an already validated input model."""
-        options = options or EnqueueOptions()
-        queue_name = options.queue or self.defaults.queue
-        if queue_name not in QUEUES:
-            raise ValueError(f"unknown queue {queue_name!r}; queues are {', '.join(QUEUES)}")
-        retries = self.defaults.retries if options.retries is None else options.retries
-        queue = Queue(queue_name, connection=connection, serializer=JSONSerializer)
-        # The function object, never a name from a request: RQ stores its dotted path, which
-        # workers resolve only through this registry (see service/worker.py).
-        return queue.enqueue_call(
-            self.func,
-            kwargs=params.model_dump(mode="json"),
-            timeout=self.defaults.timeout if options.timeout is None else options.timeout,
-            result_ttl=self.defaults.result_ttl if options.result_ttl is None else options.result_ttl,
-            failure_ttl=self.defaults.failure_ttl,
-            retry=Retry(max=retries, interval=self._intervals(retries)) if retries else None,
-        )
-
-    def _intervals(self, retries: int) -> list[int]:
-        """One interval per retry: the n-th retry waits the n-th interval, the last repeating.
-
-        RQ picks the interval of a list by retries *left*, so a list longer than the retries
-        would start at its end (`retries=1` with (10, 60, 300) would wait 300 s).
-        """
-        intervals = self.defaults.retry_intervals or (0,)
-        return [intervals[min(n, len(intervals) - 1)] for n in range(retries)]
+        """Validate the input and enqueue this job, as the API would: the one enqueue path."""
+        return enqueue(connection, self, [self.input_model.model_validate(params)], options).jobs[0]
 
 
 class Registry:
@@ -129,11 +100,21 @@ class Registry:
         self._by_path: dict[str, RegisteredJob[..., Any]] = {}
 
     def job(
-        self, name: str | None = None, **defaults: Any
+        self,
+        name: str | None = None,
+        *,
+        cron: str | None = None,
+        every: int | None = None,
+        scheduled_input: dict[str, Any] | None = None,
+        **defaults: Any,
     ) -> Callable[[Callable[P, R]], RegisteredJob[P, R]]:
-        """Register the decorated function; keyword arguments are `JobDefaults` fields."""
+        """Register the decorated function; keyword arguments are `JobDefaults` fields.
+
+        `cron` (e.g. "*/5 * * * *") or `every` (seconds) also has the clock process enqueue it,
+        with `scheduled_input` as its input.
+        """
         settings = replace(JobDefaults(), **defaults)
-        if settings.queue not in QUEUES:
+        if settings.queue not in WORKER_QUEUES:
             raise ValueError(f"unknown queue {settings.queue!r}; queues are {', '.join(QUEUES)}")
 
         def register(func: Callable[P, R]) -> RegisteredJob[P, R]:
@@ -143,6 +124,7 @@ class Registry:
             if job_name in self._by_name:
                 raise ValueError(f"a job named {job_name!r} is already registered")
             registered = RegisteredJob(func, job_name, settings)
+            registered.schedule = _schedule(registered, cron, every, scheduled_input)
             self._by_name[job_name] = registered
             self._by_path[registered.path] = registered
             return registered
@@ -185,6 +167,42 @@ def _input_model(func: Callable[..., Any], name: str) -> type[BaseModel]:
     )
 
 
+# Cron's shorthands that croniter also knows (@reboot means nothing to a clock process).
+CRON_MACROS = frozenset({"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"})
+
+
+def _schedule(
+    registered: RegisteredJob[..., Any],
+    cron: str | None,
+    every: int | None,
+    scheduled_input: dict[str, Any] | None,
+) -> Schedule | None:
+    """Check a job's schedule when it is declared, so a bad one fails at import, not on the clock."""
+    name = registered.name
+    if cron is None and every is None:
+        if scheduled_input is not None:
+            raise ValueError(f"job {name!r}: scheduled_input needs a schedule, cron= or every=")
+        return None
+    if cron is not None and every is not None:
+        raise ValueError(f"job {name!r}: give cron= or every=, not both")
+    if cron is not None and not (
+        (len(cron.split()) == 5 or cron.strip() in CRON_MACROS) and croniter.is_valid(cron, strict=True)
+    ):
+        raise ValueError(
+            f"job {name!r}: cron={cron!r} is not a cron expression: five fields "
+            "(minute hour day-of-month month day-of-week, e.g. '*/5 * * * *') or @hourly, @daily, ..."
+        )
+    if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+        raise ValueError(f"job {name!r}: every= is a whole number of seconds, at least 1; got {every!r}")
+    try:
+        params = registered.input_model.model_validate(scheduled_input or {})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"job {name!r}: its scheduled_input is not a valid input ({problems})") from None
+    # JSON, as the clock will enqueue it; only what was given, so the defaults stay the job's.
+    return Schedule(cron=cron, every=every, input=params.model_dump(mode="json", exclude_unset=True))
+
+
 registry = Registry()
 job = registry.job
 
@@ -198,3 +216,10 @@ def report_progress(fraction: float, message: str = "") -> None:
         return
     current.meta["progress"] = {"fraction": fraction, "message": message}
     current.save_meta()
+    # Wakes the job's event streams, which then read the saved progress themselves.
+    current.connection.publish(events_channel(current.id), "progress")
+
+
+def events_channel(job_id: str) -> str:
+    """The pub/sub channel that announces a job's changes to its `GET /jobs/{id}/events` streams."""
+    return f"offload:events:{job_id}"

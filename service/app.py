@@ -8,14 +8,15 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 
 import jobs
 from jobs.registry import Registry
 from service import errors
-from service.connection import connect
+from service.connection import connect, connect_async
 from service.limits import BodyLimitMiddleware
+from service.routes import control, events, listing, meta
 from service.routes import jobs as job_routes
-from service.routes import meta
 from service.settings import Settings, load_settings
 
 # Threads for `?wait=` requests, apart from the pool that serves every other route.
@@ -26,8 +27,11 @@ def create_app(
     settings: Settings | None = None,
     connection: Redis | None = None,
     registry: Registry | None = None,
+    *,
+    async_connection: AsyncRedis | None = None,
 ) -> FastAPI:
-    """Build the app; `connection` (e.g. fakeredis) replaces the one made from REDIS_URL."""
+    """Build the app; `connection` and `async_connection` (e.g. fakeredis) replace the clients
+    made from REDIS_URL (the asyncio one serves the event streams)."""
     settings = settings or load_settings()
     registry = registry or jobs.registry
 
@@ -36,9 +40,13 @@ def create_app(
         own = connection is None
         app.state.connection = connect(settings) if own else connection
         app.state.wait_limiter = anyio.CapacityLimiter(WAIT_THREADS)
+        own_async = async_connection is None
+        app.state.async_connection = connect_async(settings) if own_async else async_connection
         try:
             yield
         finally:
+            if own_async:
+                await app.state.async_connection.aclose()
             if own:
                 app.state.connection.close()
 
@@ -52,6 +60,9 @@ def create_app(
     app.state.registry = registry
     errors.install(app)
     app.include_router(meta.router)
+    app.include_router(events.router)
+    app.include_router(listing.router)
+    app.include_router(control.router)
     app.include_router(job_routes.build_router(registry))
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     return app

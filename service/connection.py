@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import redis
+import redis.asyncio
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
@@ -39,3 +41,13 @@ def connect(settings: Settings, *, patient: bool = False) -> redis.Redis:
     else:
         retry = Retry(NoBackoff(), 1)
     return redis.Redis.from_url(settings.redis_url, retry=retry, **_options(settings))
+
+
+def connect_async(settings: Settings) -> redis.asyncio.Redis:
+    """An asyncio Redis client for the web's streams, failing fast like `connect`'s.
+
+    A stream waits on Redis for minutes; on the event loop it holds no thread while it does.
+    """
+    return redis.asyncio.Redis.from_url(
+        settings.redis_url, retry=AsyncRetry(NoBackoff(), 1), **_options(settings)
+    )

@@ -9,6 +9,8 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from jobs.enqueueing import EnqueueError, IdempotencyConflictError, UnknownDependencyError
+
 log = logging.getLogger(__name__)
 
 
@@ -49,6 +51,16 @@ class RedisUnavailableError(OffloadError):
     status_code = 503
 
 
+class ConflictError(OffloadError):
+    """The job's state, or an earlier request, does not allow this one."""
+
+    status_code = 409
+
+
+class TooLargeError(OffloadError):
+    status_code = 413
+
+
 async def _offload_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, OffloadError)
     headers = {"Retry-After": "1"} if exc.status_code == 503 else None
@@ -62,8 +74,19 @@ async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
     return await _offload_error(request, error)
 
 
+async def _enqueue_error(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, UnknownDependencyError):
+        error: OffloadError = InvalidOptionError("depends_on", str(exc))
+    elif isinstance(exc, IdempotencyConflictError):
+        error = ConflictError(str(exc))
+    else:  # concurrent writers outlasted the retries: try again
+        error = ConflictError(f"{exc}; try again")
+    return await _offload_error(request, error)
+
+
 def install(app: FastAPI) -> None:
     """Map offload's errors and an unreachable Redis to JSON answers."""
     app.add_exception_handler(OffloadError, _offload_error)
+    app.add_exception_handler(EnqueueError, _enqueue_error)
     app.add_exception_handler(RedisConnectionError, _redis_down)
     app.add_exception_handler(RedisTimeoutError, _redis_down)

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from redis import Redis
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
+from rq.registry import ScheduledJobRegistry
 from rq.results import Result
 from rq.serializers import JSONSerializer
+from rq.utils import as_text
 
 from jobs.registry import Registry
 from service.errors import JobNotFoundError
-from service.schemas import JobError, JobProgress, JobView
+from service.schemas import CallbackView, JobError, JobProgress, JobView
 
 TERMINAL = frozenset({"finished", "failed", "stopped", "canceled"})
 # A wait blocks on the job's result stream in slices this long, then re-reads the status, so
@@ -30,23 +34,62 @@ def fetch_job(connection: Redis, job_id: str) -> Job:
 
 
 def job_view(job: Job, registry: Registry) -> JobView:
-    """What the API shows of a job; reads the latest result only when the job has ended."""
+    """What the API shows of a job."""
+    return job_views(job.connection, [job], registry)[0]
+
+
+def job_views(connection: Redis, jobs: Sequence[Job], registry: Registry) -> list[JobView]:
+    """The views of several jobs, with one round trip for what the job hashes lack: the latest
+    result of ended jobs and the due time of scheduled ones."""
+    statuses = [status_of(job) for job in jobs]
+    with connection.pipeline(transaction=False) as pipe:
+        for job, status in zip(jobs, statuses, strict=True):
+            if status in TERMINAL:
+                pipe.xrevrange(Result.get_key(job.id), count=1)
+            elif status == "scheduled":
+                pipe.zscore(ScheduledJobRegistry(job.origin, connection=connection).key, job.id)
+        extras: Iterator[Any] = iter(pipe.execute())
+    views = []
+    for job, status in zip(jobs, statuses, strict=True):
+        latest: Result | None = None
+        due: float | None = None
+        if status in TERMINAL:
+            entries = next(extras)
+            if entries:
+                result_id, payload = entries[0]
+                latest = Result.restore(
+                    job.id, as_text(result_id), payload, connection=connection, serializer=JSONSerializer
+                )
+        elif status == "scheduled":
+            due = next(extras)
+        views.append(_view(job, status, latest, due, registry))
+    return views
+
+
+def status_of(job: Job) -> str:
+    """The job's status as the API spells it."""
     status = job.get_status(refresh=False)
-    status_text = status.value if status is not None else "unknown"
+    return status.value if status is not None else "unknown"
+
+
+def _view(job: Job, status: str, latest: Result | None, due: float | None, registry: Registry) -> JobView:
     registered = registry.by_path(job.func_name)
     result: Any = None
     error: JobError | None = None
-    if status_text in TERMINAL:
-        latest = job.latest_result()
-        if latest is not None and latest.type == Result.Type.SUCCESSFUL:
-            result = latest.return_value
-        elif status_text in ("failed", "stopped"):
-            error = _error(job, latest)
+    if latest is not None and latest.type == Result.Type.SUCCESSFUL and status == "finished":
+        result = latest.return_value
+    elif status in ("failed", "stopped"):
+        error = _error(job, latest)
     progress = job.meta.get("progress")
+    callback = job.meta.get("callback")
+    # Runs started: one per retry spent (offload gives a job one backoff interval per retry it
+    # may take), plus the current or final run.
+    spent = len(job.retry_intervals or []) - (job.retries_left or 0)
+    running_or_ended = status in {"started", "finished", "failed", "stopped"}
     return JobView(
         id=job.id,
         name=registered.name if registered else None,
-        status=status_text,
+        status=status,
         queue=job.origin,
         input=job.kwargs,
         result=result,
@@ -54,11 +97,15 @@ def job_view(job: Job, registry: Registry) -> JobView:
         progress=JobProgress.model_validate(progress) if isinstance(progress, dict) else None,
         created_at=job.created_at,
         enqueued_at=job.enqueued_at,
+        scheduled_for=datetime.fromtimestamp(due, UTC) if due is not None else None,
         started_at=job.started_at,
         ended_at=job.ended_at,
         worker=job.worker_name,
         timeout=int(job.timeout) if job.timeout is not None else None,
+        attempts=max(spent, 0) + (1 if running_or_ended else 0),
         retries_left=job.retries_left,
+        depends_on=job._dependency_ids,
+        callback=CallbackView.model_validate(callback) if isinstance(callback, dict) else None,
         url=f"/jobs/{job.id}",
     )
 

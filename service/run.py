@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -59,6 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     env.setdefault("PYTHONUNBUFFERED", "1")
     # The Procfile says `uvicorn` and `python`: make them this interpreter's, venv or not.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    if not env.get("WEBHOOK_SECRET"):
+        # Local runs sign webhook deliveries too; a deployment sets its own secret.
+        env["WEBHOOK_SECRET"] = secrets.token_urlsafe(32)
+        print(f"offload: WEBHOOK_SECRET={env['WEBHOOK_SECRET']} (generated for this run)", flush=True)
     redis_server = None
     if not env.get("REDIS_URL"):
         redis_server = RedisServer(DATA_DIR, port=free_port(6379)).start()

@@ -18,6 +18,15 @@ class JobProgress(BaseModel):
     message: str = ""
 
 
+class CallbackView(BaseModel):
+    url: str
+    status: str = Field(description="pending, retrying, delivered or failed")
+    attempts: int = 0
+    last_status_code: int | None = None
+    last_error: str | None = None
+    delivered_at: datetime | None = None
+
+
 class JobView(BaseModel):
     """A job as the API shows it."""
 
@@ -33,12 +42,58 @@ class JobView(BaseModel):
     progress: JobProgress | None = None
     created_at: datetime | None
     enqueued_at: datetime | None
+    scheduled_for: datetime | None = Field(
+        None, description="When a scheduled job (a delay, or a retry's backoff) is due"
+    )
     started_at: datetime | None
     ended_at: datetime | None
     worker: str | None
     timeout: int | None = Field(description="Seconds a run may take before the worker kills it")
+    attempts: int = Field(description="Runs started so far, retries included")
     retries_left: int | None
+    depends_on: list[str] = Field(description="Jobs this one waits for")
+    callback: CallbackView | None = Field(
+        None, description="The webhook delivery, if a callback_url was given"
+    )
     url: str
+
+
+class JobPage(BaseModel):
+    jobs: list[JobView]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at the end")
+
+
+class QueueView(BaseModel):
+    name: str
+    counts: dict[str, int] = Field(description="Jobs per status")
+
+
+class WorkerView(BaseModel):
+    name: str
+    state: str
+    queues: list[str]
+    current_job: str | None
+    successful_jobs: int
+    failed_jobs: int
+    hostname: str | None
+    pid: int | None
+    started_at: datetime | None
+    last_heartbeat: datetime | None
+
+
+class CatalogSchedule(BaseModel):
+    """When the clock process enqueues a periodic job."""
+
+    cron: str | None = Field(description="Cron expression, in the clock's local time; null for `every`")
+    every: int | None = Field(description="Seconds between runs; null for `cron`")
+    input: dict[str, Any] = Field(description="The input each scheduled run gets")
+    last_run_at: datetime | None = Field(
+        description="When a clock last enqueued it; null if none has (or Redis did not answer)"
+    )
+    next_run_at: datetime | None = Field(
+        description="When the clock enqueues it next; null for an `every` job no clock has enqueued "
+        "yet, which runs when a clock starts. A past time is overdue: the clock is not running"
+    )
 
 
 class CatalogEntry(BaseModel):
@@ -50,6 +105,7 @@ class CatalogEntry(BaseModel):
     retry_intervals: list[int]
     result_ttl: int
     input_schema: dict[str, Any]
+    schedule: CatalogSchedule | None = Field(None, description="Periodic jobs only: the clock's schedule")
 
 
 class Health(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -29,6 +29,18 @@ class Settings(BaseSettings):
     )
     max_wait_seconds: Annotated[float, Field(ge=0, le=600)] = Field(
         25.0, description="Longest `?wait=` a request may ask for (Heroku's router cuts at 30 s)"
+    )
+    max_stream_seconds: Annotated[float, Field(gt=0, le=24 * 3600)] = Field(
+        300.0, description="Longest a `GET /jobs/{id}/events` stream stays open; clients reconnect"
+    )
+    max_batch_size: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        1000, description="Most jobs one batch request may enqueue; more is 413"
+    )
+    idempotency_ttl: Annotated[int, Field(ge=60, le=30 * 24 * 3600)] = Field(
+        24 * 3600, description="Seconds an Idempotency-Key is remembered"
+    )
+    webhook_secret: SecretStr | None = Field(
+        None, description="Signs webhook deliveries (HMAC-SHA256); `callback_url` needs it"
     )
 
     @field_validator("redis_url")

@@ -11,17 +11,52 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, cast
 
+from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker, Worker
 from rq.job import Job
 from rq.serializers import JSONSerializer
+from rq.worker import BaseWorker
 
 import jobs
-from jobs.registry import QUEUES, Registry
+from jobs.enqueueing import CALLBACK_HOOKS, WORKER_QUEUES
+from jobs.registry import Registry, events_channel
+from service import webhooks
 from service.connection import connect
 from service.settings import load_settings
 
 
-class ForkWorker(Worker):
+class AnnouncingWorker(BaseWorker):
+    """Announces each state change of a job, once RQ has saved it, on the job's events channel.
+
+    `GET /jobs/{id}/events` streams wake on it instead of polling. RQ writes a job's result only
+    after the job function returns, so only the worker can say when the end is readable.
+    """
+
+    def prepare_job_execution(self, job: Job, *args: Any, **kwargs: Any) -> None:
+        super().prepare_job_execution(job, *args, **kwargs)
+        self._announce(job, "started")
+
+    def handle_job_success(self, job: Job, *args: Any, **kwargs: Any) -> None:
+        super().handle_job_success(job, *args, **kwargs)
+        self._announce(job, "succeeded")
+
+    def handle_job_failure(self, job: Job, *args: Any, **kwargs: Any) -> None:
+        super().handle_job_failure(job, *args, **kwargs)  # now failed, stopped, or due for a retry
+        self._announce(job, "failed")
+
+    def handle_job_retry(self, job: Job, *args: Any, **kwargs: Any) -> None:
+        super().handle_job_retry(job, *args, **kwargs)
+        self._announce(job, "retried")
+
+    def _announce(self, job: Job, change: str) -> None:
+        try:
+            self.connection.publish(events_channel(job.id), change)
+        except RedisError as exc:
+            # Not worth failing a job over: streams re-read the job every second regardless.
+            self.log.warning("could not announce job %s %s: %s", job.id, change, exc)
+
+
+class ForkWorker(AnnouncingWorker, Worker):
     """RQ's forking worker, with a work horse that lets its worker decide when to stop.
 
     Heroku and honcho send SIGTERM to every process of a dyno, the work horse included; RQ's
@@ -51,9 +86,13 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
+class InProcessWorker(AnnouncingWorker, SimpleWorker):
+    """RQ's simple worker (jobs run in the worker's own process), announcing job changes."""
+
+
 WORKER_CLASSES: dict[str, type[Worker] | type[SimpleWorker]] = {
     "fork": ForkWorker,
-    "simple": SimpleWorker,
+    "simple": InProcessWorker,
 }
 
 
@@ -73,17 +112,39 @@ class OffloadJob(Job):
 
     @property
     def func(self) -> Callable[..., Any]:
-        registered = self.registry.by_path(self.func_name)
+        registered = self.registry.by_path(self.func_name) or webhooks.internal.by_path(self.func_name)
         if registered is None or self.instance is not None:
             raise UnregisteredJobError(
                 f"{self.func_name!r} is not a registered job; workers run only the catalogue"
             )
         return registered.run
 
+    # RQ imports callbacks by the dotted path a job stores, too: only offload's own are allowed.
+    @property
+    def success_callback(self) -> Any:
+        _check_callback(self._success_callback_name)
+        return super().success_callback
+
+    @property
+    def failure_callback(self) -> Any:
+        _check_callback(self._failure_callback_name)
+        return super().failure_callback
+
+    @property
+    def stopped_callback(self) -> Any:
+        _check_callback(self._stopped_callback_name)
+        return super().stopped_callback
+
+
+def _check_callback(name: str | None) -> None:
+    """Refuse, before anything is imported, a callback that is not one of offload's."""
+    if name is not None and name not in CALLBACK_HOOKS.values():
+        raise UnregisteredJobError(f"{name!r} is not one of offload's callbacks; refusing to call it")
+
 
 def build_worker(
     connection: Any,
-    queues: Sequence[str] = QUEUES,
+    queues: Sequence[str] = WORKER_QUEUES,
     kind: str = "fork",
     name: str | None = None,
     registry: Registry | None = None,
@@ -103,7 +164,7 @@ def build_worker(
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Run an offload worker (REDIS_URL from the environment).")
-    parser.add_argument("queues", nargs="*", default=list(QUEUES), help="queues in priority order")
+    parser.add_argument("queues", nargs="*", default=list(WORKER_QUEUES), help="queues in priority order")
     parser.add_argument(
         "--kind",
         choices=sorted(WORKER_CLASSES),
@@ -114,9 +175,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--name", help="worker name (default: RQ's)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
-    unknown = set(args.queues) - set(QUEUES)
+    unknown = set(args.queues) - set(WORKER_QUEUES)
     if unknown:
-        parser.error(f"unknown queues {sorted(unknown)}; queues are {', '.join(QUEUES)}")
+        parser.error(f"unknown queues {sorted(unknown)}; queues are {', '.join(WORKER_QUEUES)}")
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     worker = build_worker(connect(load_settings(), patient=True), args.queues, args.kind, args.name)
     # SIGTERM/SIGINT: RQ's warm shutdown, finishing the current job; a second signal stops at once.

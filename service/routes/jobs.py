@@ -1,22 +1,30 @@
-"""Routes on jobs: one enqueue operation per registered job, and reading a job back."""
+"""Routes that enqueue: one operation per registered job, single and batch, and reading a job."""
 
 # No `from __future__ import annotations` here: the enqueue routes are built at runtime and
 # FastAPI reads their annotations as live objects.
 
 import inspect
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import anyio
-from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response, status
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response, status
+from pydantic import BaseModel, HttpUrl
 
-from jobs.registry import QUEUES, EnqueueOptions, RegisteredJob, Registry
+from jobs.enqueueing import QUEUES, EnqueueOptions, Idempotency, enqueue
+from jobs.registry import RegisteredJob, Registry
 from service.deps import ConnectionDep, RegistryDep, SettingsDep
-from service.errors import InvalidOptionError, UnknownJobNameError
-from service.jobstate import TERMINAL, fetch_job, job_view, wait_for_end
+from service.errors import InvalidOptionError, TooLargeError, UnknownJobNameError
+from service.jobstate import TERMINAL, fetch_job, job_view, job_views, wait_for_end
 from service.schemas import JobView
 
-JOB_ID = Path(pattern=r"^[A-Za-z0-9_-]{1,128}$", description="The id returned by the enqueue")
+JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
+JOB_ID = Path(pattern=JOB_ID_PATTERN, description="The id returned by the enqueue")
 QueueName = Literal[QUEUES]  # type: ignore[valid-type]
+# A client's clock and the network may put a near `at` slightly in the past: run it now.
+PAST_GRACE = timedelta(seconds=5)
+LONGEST_DELAY = timedelta(days=365)
+MAX_DEPENDENCIES = 100
 
 
 def enqueue_options(
@@ -30,17 +38,99 @@ def enqueue_options(
     result_ttl: Annotated[
         int | None, Query(ge=1, le=90 * 24 * 3600, description="Seconds the result is kept")
     ] = None,
+    delay: Annotated[
+        float | None, Query(ge=0, le=LONGEST_DELAY.total_seconds(), description="Run in this many seconds")
+    ] = None,
+    at: Annotated[datetime | None, Query(description="Run at this time (RFC 3339, with a timezone)")] = None,
+    depends_on: Annotated[
+        list[str],
+        Query(
+            max_length=MAX_DEPENDENCIES,
+            description="Ids of jobs to wait for (repeat the parameter for several)",
+        ),
+    ] = [],  # noqa: B006  (FastAPI copies query defaults)
+    allow_failure: Annotated[
+        bool, Query(description="Run even if a dependency failed (default: wait for success)")
+    ] = False,
+    at_front: Annotated[bool, Query(description="Put the job at the front of its queue")] = False,
+    callback_url: Annotated[
+        HttpUrl | None,
+        Query(description="POST the job's final view here, signed, when it ends (http or https)"),
+    ] = None,
+    *,
+    settings: SettingsDep,
 ) -> EnqueueOptions:
     """Enqueue options are query parameters, so the body stays the job's own input."""
-    return EnqueueOptions(queue=queue, timeout=timeout, retries=retries, result_ttl=result_ttl)
+    for job_id in depends_on:
+        if not _valid_id(job_id):
+            raise InvalidOptionError("depends_on", f"{job_id!r} is not a job id")
+    if callback_url is not None and settings.webhook_secret is None:
+        raise InvalidOptionError("callback_url", "this server has no WEBHOOK_SECRET to sign deliveries")
+    return EnqueueOptions(
+        queue=queue,
+        timeout=timeout,
+        retries=retries,
+        result_ttl=result_ttl,
+        at=_run_at(delay, at, bool(depends_on)),
+        depends_on=tuple(dict.fromkeys(depends_on)),
+        allow_failure=allow_failure,
+        at_front=at_front,
+        callback_url=str(callback_url) if callback_url is not None else None,
+    )
+
+
+def _run_at(delay: float | None, at: datetime | None, has_dependencies: bool) -> datetime | None:
+    """When to run: None for now; refuses what cannot be meant (both, no timezone, long past)."""
+    if delay is not None and at is not None:
+        raise InvalidOptionError("at", "give `delay` or `at`, not both")
+    if (delay or at) and has_dependencies:
+        raise InvalidOptionError("depends_on", "a job waits for a time or for other jobs, not both")
+    now = datetime.now(UTC)
+    if delay:
+        return now + timedelta(seconds=delay)
+    if at is None:
+        return None
+    if at.tzinfo is None:
+        raise InvalidOptionError("at", "`at` needs a timezone, e.g. 2026-11-26T09:30:00Z")
+    if at < now - PAST_GRACE:
+        raise InvalidOptionError("at", f"`at` is in the past ({at.isoformat()}); use a future time")
+    if at > now + LONGEST_DELAY:
+        raise InvalidOptionError("at", "`at` is more than a year away")
+    return at if at > now else None
+
+
+def _valid_id(job_id: str) -> bool:
+    return 0 < len(job_id) <= 128 and all(c.isascii() and (c.isalnum() or c in "_-") for c in job_id)
+
+
+def idempotency(
+    settings: SettingsDep,
+    key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=255,
+            description="Replaying a request with the same key returns the jobs it made",
+        ),
+    ] = None,
+) -> Idempotency | None:
+    return Idempotency(key, settings.idempotency_ttl) if key is not None else None
 
 
 OptionsDep = Annotated[EnqueueOptions, Depends(enqueue_options)]
+IdempotencyDep = Annotated[Idempotency | None, Depends(idempotency)]
+WAIT = Query(ge=0, description="Seconds to wait for the job to end before answering")
 
 
 def build_router(registry: Registry) -> APIRouter:
     """The jobs routes for this registry's catalogue."""
     router = APIRouter(tags=["jobs"])
+    errors: dict[int | str, dict[str, Any]] = {
+        404: {"description": "Unknown job name"},
+        409: {"description": "Idempotency-Key reused for a different request"},
+        503: {"description": "Redis is unavailable"},
+    }
     for registered in registry:
         router.add_api_route(
             f"/jobs/{registered.name}",
@@ -51,9 +141,21 @@ def build_router(registry: Registry) -> APIRouter:
             operation_id=f"enqueue_{registered.name}",
             summary=f"Enqueue {registered.name}",
             description=registered.description,
-            responses={404: {"description": "Unknown job name"}, 503: {"description": "Redis down"}},
+            responses=errors,
+        )
+        router.add_api_route(
+            f"/jobs/{registered.name}/batch",
+            _batch_endpoint(registered),
+            methods=["POST"],
+            status_code=status.HTTP_202_ACCEPTED,
+            response_model=list[JobView],
+            operation_id=f"enqueue_{registered.name}_batch",
+            summary=f"Enqueue a batch of {registered.name}",
+            description=f"One {registered.name} job per item, all or none. {registered.description}",
+            responses={**errors, 413: {"description": "More items than MAX_BATCH_SIZE"}},
         )
     router.add_api_route("/jobs/{name}", enqueue_unknown, methods=["POST"], include_in_schema=False)
+    router.add_api_route("/jobs/{name}/batch", enqueue_unknown, methods=["POST"], include_in_schema=False)
     router.add_api_route("/jobs/{job_id}", read_job, methods=["GET"], response_model=JobView)
     return router
 
@@ -61,29 +163,75 @@ def build_router(registry: Registry) -> APIRouter:
 def _enqueue_endpoint(registered: RegisteredJob[..., Any]) -> Any:
     model = registered.input_model
 
-    def enqueue_job(
+    async def enqueue_job(
+        request: Request,
         response: Response,
         connection: ConnectionDep,
         registry: RegistryDep,
+        settings: SettingsDep,
         options: OptionsDep,
+        key: IdempotencyDep,
+        wait: Annotated[float, WAIT] = 0,
         body: Any = None,
     ) -> JobView:
-        job = registered.enqueue_input(connection, body if body is not None else model(), options)
-        response.headers["Location"] = f"/jobs/{job.id}"
-        return job_view(job, registry)
+        _check_wait(wait, settings.max_wait_seconds)
+        params = body if body is not None else model()
+
+        def write() -> JobView:
+            enqueued = enqueue(connection, registered, [params], options, key)
+            job = enqueued.jobs[0]
+            _describe(response, enqueued.replayed, job.id)
+            if wait and job.get_status(refresh=False) not in TERMINAL:
+                job = wait_for_end(connection, job, wait)
+            return job_view(job, registry)
+
+        return await anyio.to_thread.run_sync(write, limiter=_limiter(request, wait))
 
     # The body's type is this job's input model; an input with no required field may be omitted.
     required = any(field.is_required() for field in model.model_fields.values())
-    signature = inspect.signature(enqueue_job)
-    body = signature.parameters["body"].replace(
-        annotation=model if required else model | None,
-        default=Body(... if required else None, description=f"Input of {registered.name}"),
-    )
-    enqueue_job.__signature__ = signature.replace(  # type: ignore[attr-defined]
-        parameters=[*list(signature.parameters.values())[:-1], body]
-    )
-    enqueue_job.__name__ = f"enqueue_{registered.name}"
-    return enqueue_job
+    body_type = model if required else model | None
+    return _with_body(enqueue_job, body_type, Body(... if required else None), f"enqueue_{registered.name}")
+
+
+def _batch_endpoint(registered: RegisteredJob[..., Any]) -> Any:
+    def enqueue_batch(
+        response: Response,
+        connection: ConnectionDep,
+        registry: RegistryDep,
+        settings: SettingsDep,
+        options: OptionsDep,
+        key: IdempotencyDep,
+        body: Any = None,
+    ) -> list[JobView]:
+        items: list[BaseModel] = body
+        if len(items) > settings.max_batch_size:
+            raise TooLargeError(f"a batch holds at most {settings.max_batch_size} items, not {len(items)}")
+        enqueued = enqueue(connection, registered, items, options, key)
+        _describe(response, enqueued.replayed, None)
+        return job_views(connection, enqueued.jobs, registry)
+
+    body = Body(..., min_length=1, description=f"Inputs of {registered.name}, one job each")
+    items = list[registered.input_model]  # type: ignore[name-defined]
+    return _with_body(enqueue_batch, items, body, f"enqueue_{registered.name}_batch")
+
+
+def _with_body(endpoint: Any, annotation: Any, default: Any, name: str) -> Any:
+    """Give the endpoint's `body` parameter its real type, known only once the job is."""
+    signature = inspect.signature(endpoint)
+    parameters = [
+        param.replace(annotation=annotation, default=default) if param.name == "body" else param
+        for param in signature.parameters.values()
+    ]
+    endpoint.__signature__ = signature.replace(parameters=parameters)
+    endpoint.__name__ = name
+    return endpoint
+
+
+def _describe(response: Response, replayed: bool, job_id: str | None) -> None:
+    if job_id is not None:
+        response.headers["Location"] = f"/jobs/{job_id}"
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
 
 
 def enqueue_unknown(name: str, registry: RegistryDep) -> None:
@@ -97,13 +245,10 @@ async def read_job(
     connection: ConnectionDep,
     registry: RegistryDep,
     settings: SettingsDep,
-    wait: Annotated[
-        float, Query(ge=0, description="Seconds to wait for the job to end before answering")
-    ] = 0,
+    wait: Annotated[float, WAIT] = 0,
 ) -> JobView:
-    """Read a job: status, input, result or error, progress, timestamps."""
-    if wait > settings.max_wait_seconds:
-        raise InvalidOptionError("wait", f"wait is at most {settings.max_wait_seconds:g} seconds")
+    """Read a job: status, input, result or error, progress, attempts, timestamps."""
+    _check_wait(wait, settings.max_wait_seconds)
 
     def read() -> JobView:
         job = fetch_job(connection, job_id)
@@ -111,6 +256,15 @@ async def read_job(
             job = wait_for_end(connection, job, wait)
         return job_view(job, registry)
 
+    return await anyio.to_thread.run_sync(read, limiter=_limiter(request, wait))
+
+
+def _check_wait(wait: float, longest: float) -> None:
+    if wait > longest:
+        raise InvalidOptionError("wait", f"wait is at most {longest:g} seconds")
+
+
+def _limiter(request: Request, wait: float) -> anyio.CapacityLimiter | None:
     # Waits block a thread on Redis; they get their own threads so they never starve other routes.
-    limiter = request.app.state.wait_limiter if wait else None
-    return await anyio.to_thread.run_sync(read, limiter=limiter)
+    limiter: anyio.CapacityLimiter | None = request.app.state.wait_limiter if wait else None
+    return limiter

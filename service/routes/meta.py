@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
+import logging
+
 import anyio
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.deps import ConnectionDep, RegistryDep
 from service.errors import RedisUnavailableError
-from service.schemas import CatalogEntry, Health
+from service.schedules import runs
+from service.schemas import CatalogEntry, CatalogSchedule, Health
 
+log = logging.getLogger(__name__)
 router = APIRouter()
 
 
 @router.get("/catalog", tags=["catalog"], response_model=list[CatalogEntry])
-def read_catalog(registry: RegistryDep) -> list[CatalogEntry]:
-    """The registered jobs, with their defaults and input schema."""
+def read_catalog(registry: RegistryDep, connection: ConnectionDep) -> list[CatalogEntry]:
+    """The registered jobs, with their defaults, input schema and schedule."""
+    # A sync route, so FastAPI runs it in a thread: the Redis read (one round trip) blocks no one.
+    try:
+        scheduled = runs(registry, connection)
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        # The catalogue is mostly static: without Redis it lacks only the clock's last runs.
+        log.warning("catalogue without the clock's last runs, Redis is unavailable: %s", exc)
+        scheduled = runs(registry, None)
     return [
         CatalogEntry(
             name=job.name,
@@ -26,6 +39,15 @@ def read_catalog(registry: RegistryDep) -> list[CatalogEntry]:
             retry_intervals=list(job.defaults.retry_intervals),
             result_ttl=job.defaults.result_ttl,
             input_schema=job.input_model.model_json_schema(),
+            schedule=CatalogSchedule(
+                cron=job.schedule.cron,
+                every=job.schedule.every,
+                input=job.schedule.input,
+                last_run_at=scheduled[job.name].last,
+                next_run_at=scheduled[job.name].next,
+            )
+            if job.schedule is not None
+            else None,
         )
         for job in registry
     ]

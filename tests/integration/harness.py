@@ -41,11 +41,16 @@ def procfile_commands() -> dict[str, str]:
     return {name: str(command) for name, command in processes.items()}
 
 
+# What the test stacks sign webhook deliveries with; test receivers verify with it.
+WEBHOOK_SECRET = "integration-test-webhook-secret"
+
+
 def child_env(**overrides: str) -> dict[str, str]:
     """This environment with the venv's bin first on PATH, so `uvicorn` and `python` are ours."""
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["PYTHONUNBUFFERED"] = "1"
+    env["WEBHOOK_SECRET"] = WEBHOOK_SECRET
     env.update(overrides)
     return env
 

@@ -96,7 +96,7 @@ def test_runner_serves_jobs_and_stops_everything_on_ctrl_c(
     children = runner.look()
     commands = {pid: command_line(pid) for pid in children}
     everything = "\n".join(f"{pid}: {line}" for pid, line in sorted(commands.items()))
-    for expected in ("redis-server", "uvicorn", "service.worker"):
+    for expected in ("redis-server", "uvicorn", "service.worker", "service.clock"):
         assert any(expected in line for line in commands.values()), f"no {expected} in\n{everything}"
 
     started = time.monotonic()

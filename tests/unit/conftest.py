@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 
 import fakeredis
@@ -22,34 +23,53 @@ def settings() -> Settings:
 
 
 @pytest.fixture
-def connection() -> Iterator[Redis]:
-    conn = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+def fake_server() -> fakeredis.FakeServer:
+    """The one fake Redis server behind a test's clients, sync and asyncio."""
+    return fakeredis.FakeServer()
+
+
+@pytest.fixture
+def connection(fake_server: fakeredis.FakeServer) -> Iterator[Redis]:
+    conn = fakeredis.FakeRedis(server=fake_server)
     yield conn
     conn.close()
 
 
+@contextlib.contextmanager
+def serving(
+    settings: Settings, connection: Redis, server: fakeredis.FakeServer, registry: Registry | None = None
+) -> Iterator[TestClient]:
+    """The app on fakeredis with its lifespan running, its asyncio client on the same server."""
+    async_connection = fakeredis.FakeAsyncRedis(server=server)
+    app = create_app(settings, connection, registry, async_connection=async_connection)
+    with TestClient(app) as test_client:
+        try:
+            yield test_client
+        finally:
+            # Its connections belong to this client's event loop; they are closed there.
+            assert test_client.portal is not None
+            test_client.portal.call(async_connection.aclose)
+
+
 @pytest.fixture
-def client(settings: Settings, connection: Redis) -> Iterator[TestClient]:
+def client(settings: Settings, connection: Redis, fake_server: fakeredis.FakeServer) -> Iterator[TestClient]:
     """The app with the example catalogue, on fakeredis, lifespan running."""
-    with TestClient(create_app(settings, connection)) as test_client:
+    with serving(settings, connection, fake_server) as test_client:
         yield test_client
 
 
 @pytest.fixture
-def make_client(settings: Settings, connection: Redis) -> Iterator[Callable[..., TestClient]]:
+def make_client(
+    settings: Settings, connection: Redis, fake_server: fakeredis.FakeServer
+) -> Iterator[Callable[..., TestClient]]:
     """Build a client for other settings or another registry; all are closed afterwards."""
-    opened: list[TestClient] = []
+    with contextlib.ExitStack() as opened:
 
-    def create(registry: Registry | None = None, **overrides: object) -> TestClient:
-        app = create_app(settings.model_copy(update=overrides), connection, registry)
-        test_client = TestClient(app)
-        test_client.__enter__()
-        opened.append(test_client)
-        return test_client
+        def create(registry: Registry | None = None, **overrides: object) -> TestClient:
+            app_settings = settings.model_copy(update=overrides)
+            return opened.enter_context(serving(app_settings, connection, fake_server, registry))
 
-    yield create
-    for test_client in opened:
-        test_client.__exit__(None, None, None)
+        yield create
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ from redis import Redis
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from jobs.registry import QUEUES, EnqueueOptions, JobDefaults, Registry, report_progress
+from jobs.enqueueing import QUEUES, EnqueueOptions
+from jobs.registry import JobDefaults, Registry, report_progress
 
 
 @pytest.fixture

@@ -45,7 +45,7 @@ def test_a_pickled_job_is_not_run(connection: Redis, run_jobs: Callable[[], None
 def test_build_worker_listens_to_the_queues_in_priority_order(connection: Redis) -> None:
     worker = build_worker(connection)
     assert isinstance(worker, ForkWorker)
-    assert worker.queue_names() == ["high", "default", "low"]
+    assert worker.queue_names() == ["high", "webhooks", "default", "low"]
     assert worker.job_class is OffloadJob
     assert worker.serializer is JSONSerializer
     assert build_worker(connection, ["low"], kind="simple").queue_names() == ["low"]

@@ -1,0 +1,274 @@
+"""The one enqueue path: the API and in-process producers both write jobs through `enqueue`.
+
+One Redis transaction writes a whole request: every job of a batch, its scheduling or
+dependencies, the listing index and the idempotency record. A request is either all in Redis
+or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+from redis import WatchError
+from rq import Callback, Queue, Retry
+from rq.job import Dependency, Job, JobStatus
+from rq.serializers import JSONSerializer
+from rq.utils import as_text
+
+if TYPE_CHECKING:
+    from redis import Redis
+    from redis.client import Pipeline
+
+    from jobs.registry import RegisteredJob
+
+# The queues a request may name, in priority order: a worker takes from the first with work.
+QUEUES: tuple[str, ...] = ("high", "default", "low")
+# Webhook deliveries have a queue of their own, right after `high`: they are short (a POST
+# with a timeout) and late ones are worth little, so they must not wait behind long jobs.
+WEBHOOK_QUEUE = "webhooks"
+WORKER_QUEUES: tuple[str, ...] = ("high", WEBHOOK_QUEUE, "default", "low")
+# RQ calls these by dotted path when a job with a `callback_url` ends (service/webhooks.py).
+CALLBACK_HOOKS = {
+    "on_success": "service.webhooks.on_success",
+    "on_failure": "service.webhooks.on_failure",
+    "on_stopped": "service.webhooks.on_stopped",
+}
+INDEX_KEY = "offload:index"  # every job offload enqueued, scored by enqueue time (µs)
+# Listing entries outlive most job records; readers skip and drop the ones that expired.
+INDEX_RETENTION_SECONDS = 90 * 24 * 3600
+IDEMPOTENCY_PREFIX = "offload:idempotency:"
+# Concurrent writers touching the same idempotency key or dependency: retry the transaction.
+TRANSACTION_ATTEMPTS = 20
+
+
+class EnqueueError(Exception):
+    """A request that cannot be enqueued as asked; nothing was written."""
+
+
+class UnknownDependencyError(EnqueueError):
+    def __init__(self, missing: Sequence[str]) -> None:
+        super().__init__(f"depends_on names jobs that do not exist: {', '.join(missing)}")
+        self.missing = list(missing)
+
+
+class IdempotencyConflictError(EnqueueError):
+    def __init__(self) -> None:
+        super().__init__(
+            "this Idempotency-Key was already used for a different request (job, input or options); "
+            "use a new key for a new request"
+        )
+
+
+@dataclass(frozen=True)
+class EnqueueOptions:
+    """Per-enqueue overrides of a job's defaults; None keeps the default."""
+
+    queue: str | None = None
+    timeout: int | None = None
+    retries: int | None = None
+    result_ttl: int | None = None
+    at: datetime | None = None  # run no earlier than this (timezone-aware); None: now
+    depends_on: tuple[str, ...] = ()
+    allow_failure: bool = False  # dependents also run when a dependency failed
+    at_front: bool = False
+    callback_url: str | None = None  # POSTed the job's final view when it ends
+
+    def __post_init__(self) -> None:
+        if self.callback_url is not None and not self.callback_url.startswith(("http://", "https://")):
+            raise ValueError("callback_url must be an http:// or https:// URL")
+        if self.queue is not None and self.queue not in QUEUES:
+            raise ValueError(f"unknown queue {self.queue!r}; queues are {', '.join(QUEUES)}")
+        if self.at is not None and self.at.tzinfo is None:
+            raise ValueError("`at` needs a timezone")
+        if self.at is not None and self.depends_on:
+            raise ValueError("a job waits for a time or for other jobs, not both")
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """A client's key for a request: a replay returns the jobs the first one made."""
+
+    key: str
+    ttl: int
+
+    @property
+    def redis_key(self) -> str:
+        # Hashed: the client's key can be any text, and Redis keys should stay short and plain.
+        return IDEMPOTENCY_PREFIX + hashlib.sha256(self.key.encode()).hexdigest()
+
+
+@dataclass
+class Enqueued:
+    """The jobs an enqueue wrote or, `replayed`, the ones the key's first request wrote."""
+
+    jobs: list[Job]
+    replayed: bool = False
+
+
+def enqueue(
+    connection: Redis,
+    registered: RegisteredJob[..., Any],
+    inputs: Sequence[BaseModel],
+    options: EnqueueOptions | None = None,
+    idempotency: Idempotency | None = None,
+) -> Enqueued:
+    """Enqueue one job per validated input, all or nothing."""
+    options = options or EnqueueOptions()
+    queue = Queue(
+        options.queue or registered.defaults.queue, connection=connection, serializer=JSONSerializer
+    )
+    fingerprint = _fingerprint(registered, inputs, options)
+    with connection.pipeline() as pipe:
+        for _ in range(TRANSACTION_ATTEMPTS):
+            try:
+                return _write(pipe, queue, registered, inputs, options, idempotency, fingerprint)
+            except WatchError:
+                continue  # someone wrote a watched key meanwhile: look again
+            finally:
+                pipe.reset()
+    raise EnqueueError("too many concurrent writers on the same idempotency key or dependencies")
+
+
+def _write(
+    pipe: Pipeline,
+    queue: Queue,
+    registered: RegisteredJob[..., Any],
+    inputs: Sequence[BaseModel],
+    options: EnqueueOptions,
+    idempotency: Idempotency | None,
+    fingerprint: str,
+) -> Enqueued:
+    if idempotency is not None:
+        pipe.watch(idempotency.redis_key)
+        stored = pipe.get(idempotency.redis_key)
+        if stored is not None:
+            record = json.loads(stored)
+            if record["fingerprint"] != fingerprint:
+                raise IdempotencyConflictError
+            found = Job.fetch_many(record["job_ids"], connection=queue.connection, serializer=JSONSerializer)
+            return Enqueued(jobs=[job for job in found if job is not None], replayed=True)
+    unmet = _unmet_dependencies(pipe, options)
+    jobs = [_create(queue, registered, params, options) for params in inputs]
+    now = time.time()
+    pipe.multi()
+    for job in jobs:
+        if unmet:
+            # What RQ's Queue.setup_dependencies does, inside this one transaction.
+            job.set_status(JobStatus.DEFERRED, pipeline=pipe)
+            job.register_dependency(pipeline=pipe)
+            job.save(pipeline=pipe)
+            job.cleanup(ttl=job.ttl, pipeline=pipe)
+            pipe.sadd(queue.redis_queues_keys, queue.key)
+        elif options.at is not None:
+            queue.schedule_job(job, options.at, pipeline=pipe)
+        else:
+            # RQ's enqueue_many does the same: dependencies are settled, the transaction is open.
+            pipe.sadd(queue.redis_queues_keys, queue.key)
+            queue._enqueue_job(job, pipeline=pipe, at_front=options.at_front)
+    _index(pipe, registered.name, queue.name, [job.id for job in jobs], now)
+    if idempotency is not None:
+        record = {"fingerprint": fingerprint, "job_ids": [job.id for job in jobs]}
+        pipe.set(idempotency.redis_key, json.dumps(record), ex=idempotency.ttl)
+    pipe.execute()
+    return Enqueued(jobs=jobs)
+
+
+def _create(
+    queue: Queue, registered: RegisteredJob[..., Any], params: BaseModel, options: EnqueueOptions
+) -> Job:
+    defaults = registered.defaults
+    retries = defaults.retries if options.retries is None else options.retries
+    depends_on = (
+        Dependency(jobs=list(options.depends_on), allow_failure=options.allow_failure)
+        if options.depends_on
+        else None
+    )
+    # The function object, never a name from a request: RQ stores its dotted path, which
+    # workers resolve only through the registry (service/worker.py).
+    job = queue.create_job(
+        registered.func,
+        kwargs=params.model_dump(mode="json"),
+        timeout=defaults.timeout if options.timeout is None else options.timeout,
+        result_ttl=defaults.result_ttl if options.result_ttl is None else options.result_ttl,
+        failure_ttl=defaults.failure_ttl,
+        retry=Retry(max=retries, interval=retry_intervals(defaults.retry_intervals, retries))
+        if retries
+        else None,
+        depends_on=depends_on,
+        job_id=str(uuid.uuid4()),
+        status=JobStatus.SCHEDULED if options.at is not None else JobStatus.QUEUED,
+        **_callbacks(options.callback_url),
+    )
+    job.enqueue_at_front = options.at_front
+    return job
+
+
+def _callbacks(url: str | None) -> dict[str, Any]:
+    if url is None:
+        return {}
+    hooks: dict[str, Any] = {option: Callback(path) for option, path in CALLBACK_HOOKS.items()}
+    return hooks | {"meta": {"callback": {"url": url, "status": "pending", "attempts": 0}}}
+
+
+def retry_intervals(intervals: Sequence[int], retries: int) -> list[int]:
+    """One interval per retry: the n-th retry waits the n-th interval, the last repeating.
+
+    RQ picks the interval of a list by retries *left*, so a list longer than the retries
+    would start at its end (`retries=1` with (10, 60, 300) would wait 300 s).
+    """
+    intervals = tuple(intervals) or (0,)
+    return [intervals[min(n, len(intervals) - 1)] for n in range(retries)]
+
+
+def _unmet_dependencies(pipe: Pipeline, options: EnqueueOptions) -> bool:
+    """Whether the new jobs must wait; the dependencies are WATCHed until the transaction."""
+    if not options.depends_on:
+        return False
+    keys = [Job.key_for(job_id) for job_id in options.depends_on]
+    pipe.watch(*keys)
+    statuses: list[Any] = [pipe.hget(key, "status") for key in keys]
+    missing = [job_id for job_id, status in zip(options.depends_on, statuses, strict=True) if status is None]
+    if missing:
+        raise UnknownDependencyError(missing)
+    met = {JobStatus.FINISHED.value} | ({JobStatus.FAILED.value} if options.allow_failure else set())
+    return any(as_text(status) not in met for status in statuses)
+
+
+def _index(pipe: Pipeline, name: str, queue: str, job_ids: list[str], now: float) -> None:
+    """Record the jobs for `GET /jobs`: newest first, by name or queue, at a cost per page."""
+    # Integer microseconds, exact in a double, one apart within a batch: pages can resume
+    # exactly after the last job they showed.
+    first = int(now * 1_000_000)
+    scores = {job_id: first + n for n, job_id in enumerate(job_ids)}
+    for key in (index_key(), index_key(name=name), index_key(queue=queue)):
+        pipe.zadd(key, scores)
+        pipe.zremrangebyscore(key, "-inf", first - INDEX_RETENTION_SECONDS * 1_000_000)
+
+
+def index_key(name: str | None = None, queue: str | None = None) -> str:
+    """The listing index of the jobs with this name, else this queue, else of every job."""
+    if name is not None:
+        return f"{INDEX_KEY}:name:{name}"
+    if queue is not None:
+        return f"{INDEX_KEY}:queue:{queue}"
+    return INDEX_KEY
+
+
+def _fingerprint(
+    registered: RegisteredJob[..., Any], inputs: Sequence[BaseModel], options: EnqueueOptions
+) -> str:
+    """What makes two requests the same request, whatever the JSON's spacing or key order."""
+    request = {
+        "job": registered.name,
+        "inputs": [params.model_dump(mode="json") for params in inputs],
+        "options": {key: str(value) for key, value in sorted(vars(options).items())},
+    }
+    return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()

@@ -1,0 +1,94 @@
+"""The job lifecycle over HTTP against the Procfile's web and worker on a real Redis."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from tests.integration.harness import Stack, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def post(
+    stack: Stack, path: str, body: Any = None, headers: dict[str, str] | None = None, **params: Any
+) -> Any:
+    response = stack.client.post(path, json=body, params=params, headers=headers)
+    assert response.status_code == 202, f"{response.status_code} {response.text}\n{stack.logs()}"
+    return response.json()
+
+
+def status(stack: Stack, job_id: str) -> str:
+    value: str = stack.client.get(f"/jobs/{job_id}").json()["status"]
+    return value
+
+
+def test_cancel_stops_a_running_job_within_seconds(stack: Stack) -> None:
+    long = post(stack, "/jobs/very_long_task", {"seconds": 30})
+    assert wait_until(lambda: status(stack, long["id"]) == "started", 10), stack.logs()
+    started = time.monotonic()
+    response = stack.client.post(f"/jobs/{long['id']}/cancel")
+    took = time.monotonic() - started
+    assert response.status_code == 200, response.text
+    view = response.json()
+    assert view["status"] == "stopped", f"{view}\n{stack.logs()}"
+    assert took < 5
+    print(f"a running 30 s job was stopped {took:.2f} s after the cancel request")
+    # The worker carries on with the next job.
+    after = post(stack, "/jobs/word_count", {"text": "still working"})
+    assert stack.wait_for_job(after["id"], 10)["status"] == "finished"
+    assert stack.client.post(f"/jobs/{long['id']}/cancel").status_code == 409
+    assert stack.client.post(f"/jobs/{long['id']}/requeue").json()["status"] == "queued"
+    assert wait_until(lambda: status(stack, long["id"]) == "started", 10), stack.logs()
+    assert stack.client.post(f"/jobs/{long['id']}/cancel").json()["status"] == "stopped"
+
+
+def test_a_delayed_job_runs_when_due(stack: Stack) -> None:
+    view = post(stack, "/jobs/word_count", {"text": "later"}, delay=2)
+    assert view["status"] == "scheduled"
+    assert status(stack, view["id"]) == "scheduled"
+    done = stack.wait_for_job(view["id"], 15)
+    assert done["status"] == "finished", f"{done}\n{stack.logs()}"
+    # RQ keeps due times to the second.
+    assert datetime.fromisoformat(done["started_at"]) >= datetime.fromisoformat(view["scheduled_for"])
+
+
+def test_a_dependent_runs_after_its_dependency(stack: Stack) -> None:
+    first = post(stack, "/jobs/very_long_task", {"seconds": 1})
+    second = post(stack, "/jobs/word_count", {"text": "after"}, depends_on=first["id"])
+    assert second["status"] == "deferred"
+    done = stack.wait_for_job(second["id"], 15)
+    assert done["status"] == "finished", f"{done}\n{stack.logs()}"
+    first_done = stack.client.get(f"/jobs/{first['id']}").json()
+    assert datetime.fromisoformat(done["started_at"]) >= datetime.fromisoformat(first_done["ended_at"])
+
+
+def test_a_replayed_post_makes_one_job(stack: Stack) -> None:
+    headers = {"Idempotency-Key": f"integration-{time.time_ns()}"}
+    first = post(stack, "/jobs/word_count", {"text": "once"}, headers=headers)
+    again = post(stack, "/jobs/word_count", {"text": "once"}, headers=headers)
+    assert first["id"] == again["id"]
+    other = stack.client.post("/jobs/word_count", json={"text": "twice"}, headers=headers)
+    assert other.status_code == 409
+
+
+def test_a_batch_runs_every_item(stack: Stack) -> None:
+    views = post(stack, "/jobs/word_count/batch", [{"text": "a " * n} for n in range(1, 21)])
+    assert len(views) == 20
+    ended = [stack.wait_for_job(view["id"], 20) for view in views]
+    assert [job["result"]["words"] for job in ended] == list(range(1, 21))
+    listed = stack.client.get("/jobs", params={"name": "word_count", "limit": 20}).json()["jobs"]
+    assert {job["id"] for job in listed} == {view["id"] for view in views}
+
+
+def test_queues_and_workers_are_shown(stack: Stack) -> None:
+    queues = {queue["name"]: queue["counts"] for queue in stack.client.get("/queues").json()}
+    assert set(queues) == {"high", "webhooks", "default", "low"}
+    assert queues["default"]["finished"] >= 1
+    workers = stack.client.get("/workers").json()
+    assert len(workers) == 1
+    assert workers[0]["queues"] == ["high", "webhooks", "default", "low"]
+    assert workers[0]["successful_jobs"] >= 1
