@@ -32,6 +32,7 @@ pytest: install
 ## bench: the benchmarks under bench/, each printing ratios against a baseline from the same run
 bench: install
 	$(BIN)/python -m bench.seed_latency
+	$(BIN)/python -m bench.listing_scale
 
 format: install
 	$(BIN)/ruff check --fix .
