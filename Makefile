@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint typecheck pytest format bench clean
+.PHONY: install browser run test lint typecheck pytest format bench clean
 
 install: $(VENV)/.installed
 
@@ -11,6 +11,10 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
+
+## browser: Debian's Chromium for tests/browser (and other system packages the tests use)
+browser:
+	scripts/install-system-packages
 
 ## run: the whole stack (API, workers, embedded Redis unless REDIS_URL is set)
 run: install

@@ -1,4 +1,4 @@
-"""Listing cost against the number of jobs: `GET /jobs`, `GET /queues` at N1 and N2 finished jobs.
+"""Listing cost against the number of jobs: `GET /jobs`, `/queues`, `/metrics` at N1 and N2 finished jobs.
 
     python -m bench.listing_scale [--small 1000] [--large 100000] [--calls 50]
 
@@ -39,6 +39,8 @@ ROUTES: dict[str, str] = {
     "GET /jobs?status=finished (50)": "/jobs?limit=50&status=finished",
     "GET /jobs?name=word_count (50)": "/jobs?limit=50&name=word_count",
     "GET /queues": "/queues",
+    # Registry sizes, the workers' states and the counters' hash: no scan of the job records.
+    "GET /metrics": "/metrics",
 }
 
 

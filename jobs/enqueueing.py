@@ -45,6 +45,10 @@ INDEX_KEY = "offload:index"  # every job offload enqueued, scored by enqueue tim
 # Listing entries outlive most job records; readers skip and drop the ones that expired.
 INDEX_RETENTION_SECONDS = 90 * 24 * 3600
 IDEMPOTENCY_PREFIX = "offload:idempotency:"
+# Cluster-wide job counts for /metrics, one hash field per job name and event ("word_count:enqueued",
+# "word_count:finished", ...). Every web process and worker adds to the same field, so the totals
+# are the whole deployment's, not one process's; a handful of fields, whatever the number of jobs.
+COUNTERS_KEY = "offload:counters"
 # Concurrent writers touching the same idempotency key or dependency: retry the transaction.
 TRANSACTION_ATTEMPTS = 20
 
@@ -174,6 +178,7 @@ def _write(
             pipe.sadd(queue.redis_queues_keys, queue.key)
             queue._enqueue_job(job, pipeline=pipe, at_front=options.at_front)
     _index(pipe, registered.name, queue.name, [job.id for job in jobs], now)
+    count_event(pipe, registered.name, "enqueued", len(jobs))  # in the transaction: counted iff written
     if idempotency is not None:
         record = {"fingerprint": fingerprint, "job_ids": [job.id for job in jobs]}
         pipe.set(idempotency.redis_key, json.dumps(record), ex=idempotency.ttl)
@@ -251,6 +256,11 @@ def _index(pipe: Pipeline, name: str, queue: str, job_ids: list[str], now: float
     for key in (index_key(), index_key(name=name), index_key(queue=queue)):
         pipe.zadd(key, scores)
         pipe.zremrangebyscore(key, "-inf", first - INDEX_RETENTION_SECONDS * 1_000_000)
+
+
+def count_event(pipe: Redis | Pipeline, name: str, event: str, amount: int = 1) -> None:
+    """Add to the cluster-wide count of `event` for jobs named `name` (read by /metrics)."""
+    pipe.hincrby(COUNTERS_KEY, f"{name}:{event}", amount)
 
 
 def index_key(name: str | None = None, queue: str | None = None) -> str:

@@ -14,9 +14,14 @@ import jobs
 from jobs.registry import Registry
 from service import errors
 from service.connection import connect, connect_async
+from service.dashboard import Dashboard
 from service.limits import BodyLimitMiddleware
+from service.logs import configure_logging
+from service.metrics import Metrics
+from service.observe import RequestObserver
 from service.routes import control, events, listing, meta
 from service.routes import jobs as job_routes
+from service.routes import metrics as metrics_routes
 from service.settings import Settings, load_settings
 
 # Threads for `?wait=` requests, apart from the pool that serves every other route.
@@ -31,9 +36,16 @@ def create_app(
     async_connection: AsyncRedis | None = None,
 ) -> FastAPI:
     """Build the app; `connection` and `async_connection` (e.g. fakeredis) replace the clients
-    made from REDIS_URL (the asyncio one serves the event streams)."""
-    settings = settings or load_settings()
+    made from REDIS_URL (the asyncio one serves the event streams).
+
+    Built without `settings` (by uvicorn, from the Procfile), it also sets up the process's logging
+    (LOG_FORMAT, LOG_LEVEL); an app given its settings (tests, embedding) leaves logging to its host.
+    """
+    if settings is None:
+        settings = load_settings()
+        configure_logging(settings.log_format, settings.log_level)
     registry = registry or jobs.registry
+    dashboard = Dashboard(settings, registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -43,8 +55,10 @@ def create_app(
         own_async = async_connection is None
         app.state.async_connection = connect_async(settings) if own_async else async_connection
         try:
+            dashboard.start(app.state.connection)
             yield
         finally:
+            dashboard.stop()
             if own_async:
                 await app.state.async_connection.aclose()
             if own:
@@ -58,11 +72,16 @@ def create_app(
     )
     app.state.settings = settings
     app.state.registry = registry
+    app.state.metrics = metrics = Metrics(registry.names())
     errors.install(app)
     app.include_router(meta.router)
+    app.include_router(metrics_routes.router)
     app.include_router(events.router)
     app.include_router(listing.router)
     app.include_router(control.router)
     app.include_router(job_routes.build_router(registry))
+    dashboard.install(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # Added last, so outermost: it sees every answer, the body limit's 413s included.
+    app.add_middleware(RequestObserver, metrics=metrics)
     return app

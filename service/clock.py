@@ -31,6 +31,7 @@ from rq.utils import now
 import jobs
 from jobs.registry import Registry
 from service.connection import connect
+from service.logs import configure_logging
 from service.schedules import last_enqueued, scheduled_jobs
 from service.settings import load_settings
 
@@ -193,11 +194,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         description="Run offload's clock: enqueue the catalogue's periodic jobs (REDIS_URL from the "
         "environment). Run one; a second one stands by and takes over if the first stops."
     )
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", help="default: LOG_LEVEL, else INFO")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = load_settings()
+    level = (args.log_level or settings.log_level).upper()
+    configure_logging(settings.log_format, level)  # RQ's cron lines too, in LOG_FORMAT
     # Patient: every Redis command waits out an outage, so the clock carries on by itself after one.
-    clock = Clock(connect(load_settings(), patient=True), logging_level=args.log_level)
+    clock = Clock(connect(settings, patient=True), logging_level=level)
     with contextlib.suppress(ClockStopped):  # a second signal while it was letting go of the lease
         clock.start()
 

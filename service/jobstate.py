@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 from redis import Redis
 from rq.exceptions import NoSuchJobError
@@ -23,6 +25,9 @@ TERMINAL = frozenset({"finished", "failed", "stopped", "canceled"})
 # A wait blocks on the job's result stream in slices this long, then re-reads the status, so
 # state changes that write no result (a cancel) are seen within one slice.
 WAIT_SLICE_MS = 1000
+# Where the web's dashboard shows a job (its id appended), or None when it serves none. Set per
+# request by service/dashboard.py, since views are built far below the routes that know the app.
+dashboard_job_page: ContextVar[str | None] = ContextVar("dashboard_job_page", default=None)
 
 
 def fetch_job(connection: Redis, job_id: str) -> Job:
@@ -107,6 +112,7 @@ def _view(job: Job, status: str, latest: Result | None, due: float | None, regis
         depends_on=job._dependency_ids,
         callback=CallbackView.model_validate(callback) if isinstance(callback, dict) else None,
         url=f"/jobs/{job.id}",
+        dashboard_url=f"{page}{quote(job.id, safe='')}" if (page := dashboard_job_page.get()) else None,
     )
 
 

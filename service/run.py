@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import honcho.environ
 import honcho.manager
 from honcho.environ import expand_processes, parse_procfile
 
@@ -22,6 +23,10 @@ DATA_DIR = ROOT / ".data" / "redis"
 # Heroku sends SIGTERM, then SIGKILL 30 s later; honcho's own wait is 5 s. Match Heroku, so a
 # job that finishes within 30 s of Ctrl-C finishes here too.
 GRACE_SECONDS = 30
+
+
+def _dotenv(path: Path) -> dict[str, str]:
+    return dict(honcho.environ.parse(path.read_text())) if path.is_file() else {}
 
 
 def _concurrency(values: Sequence[str]) -> dict[str, int]:
@@ -54,7 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"unknown process types {sorted(unknown)}; the Procfile has {sorted(processes)}")
 
-    env = dict(os.environ)
+    # `.env` as `heroku local` and `honcho start` read it; the real environment wins.
+    env = {**_dotenv(ROOT / ".env"), **os.environ}
     env.setdefault("HOST", "127.0.0.1")
     env.setdefault("PORT", "8000")
     env.setdefault("PYTHONUNBUFFERED", "1")
@@ -64,6 +70,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Local runs sign webhook deliveries too; a deployment sets its own secret.
         env["WEBHOOK_SECRET"] = secrets.token_urlsafe(32)
         print(f"offload: WEBHOOK_SECRET={env['WEBHOOK_SECRET']} (generated for this run)", flush=True)
+    generated = not env.get("DASHBOARD_PASSWORD")
+    if generated:
+        # The dashboard is served only with credentials; a local run gets some without setup.
+        env["DASHBOARD_PASSWORD"] = secrets.token_urlsafe(24)
+    env["DASHBOARD_USERNAME"] = env.get("DASHBOARD_USERNAME") or "admin"
     redis_server = None
     if not env.get("REDIS_URL"):
         redis_server = RedisServer(DATA_DIR, port=free_port(6379)).start()
@@ -71,6 +82,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"offload: embedded Redis at {redis_server.url} (data in {DATA_DIR})", flush=True)
     else:
         print("offload: using REDIS_URL from the environment", flush=True)
+    password = (
+        f"password {env['DASHBOARD_PASSWORD']}, generated for this run"
+        if generated
+        else "password from the environment"
+    )
+    print(
+        f"offload: dashboard at http://{env['HOST']}:{env['PORT']}/dashboard/  "
+        f"(user {env['DASHBOARD_USERNAME']}, {password})",
+        flush=True,
+    )
     print(
         f"offload: API docs at http://{env['HOST']}:{env['PORT']}/docs  (Ctrl-C stops everything)", flush=True
     )

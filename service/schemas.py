@@ -56,6 +56,9 @@ class JobView(BaseModel):
         None, description="The webhook delivery, if a callback_url was given"
     )
     url: str
+    dashboard_url: str | None = Field(
+        None, description="The job's page in the dashboard; null when the dashboard is disabled"
+    )
 
 
 class JobPage(BaseModel):

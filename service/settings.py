@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Shortest METRICS_TOKEN accepted.
+MIN_TOKEN_LENGTH = 16
+# Shortest DASHBOARD_PASSWORD accepted: HTTP Basic auth has no lockout, a password is all there is.
+MIN_DASHBOARD_PASSWORD_LENGTH = 12
 
 
 class ConfigError(RuntimeError):
@@ -42,6 +47,70 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = Field(
         None, description="Signs webhook deliveries (HMAC-SHA256); `callback_url` needs it"
     )
+    metrics_token: SecretStr | None = Field(
+        None, description="When set, GET /metrics asks for `Authorization: Bearer <token>`"
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text: one readable line per event; json: one JSON object per line"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "INFO", description="The least severe log level written"
+    )
+    dashboard_username: SecretStr | None = Field(
+        None, description="User of the dashboard at /dashboard/, with DASHBOARD_PASSWORD; unset: no dashboard"
+    )
+    dashboard_password: SecretStr | None = Field(
+        None,
+        validate_default=True,  # checked when unset too: a user without a password is a mistake
+        description=f"Password of the dashboard, at least {MIN_DASHBOARD_PASSWORD_LENGTH} characters",
+    )
+    dashboard_read_only: bool = Field(
+        False, description="The dashboard shows everything and changes nothing (its actions answer 403)"
+    )
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        # A short or empty token is a door left ajar (or a mistake): refuse it at startup.
+        if value is not None and len(value.get_secret_value()) < MIN_TOKEN_LENGTH:
+            raise ValueError(
+                f"must be at least {MIN_TOKEN_LENGTH} characters (e.g. `openssl rand -hex 32`), or unset"
+            )
+        return value
+
+    # LOG_FORMAT=JSON and LOG_LEVEL=debug mean what they say.
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_case(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("dashboard_username")
+    @classmethod
+    def _basic_auth_user(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None  # DASHBOARD_USERNAME= (empty) means unset
+        if ":" in value.get_secret_value():
+            raise ValueError("cannot contain ':' (HTTP Basic auth separates user and password with it)")
+        return value
+
+    @field_validator("dashboard_password")
+    @classmethod
+    def _with_user(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        # Both or neither: half a configuration must not quietly leave the dashboard off (or open).
+        password = value.get_secret_value() if value is not None else ""
+        has_user = info.data.get("dashboard_username") is not None
+        if has_user and not password:
+            raise ValueError("DASHBOARD_USERNAME is set: set DASHBOARD_PASSWORD too, or unset both")
+        if password and not has_user:
+            raise ValueError("set DASHBOARD_USERNAME too (or unset both)")
+        if password and len(password) < MIN_DASHBOARD_PASSWORD_LENGTH:
+            raise ValueError(f"must be at least {MIN_DASHBOARD_PASSWORD_LENGTH} characters, or unset")
+        return value if password else None
 
     @field_validator("redis_url")
     @classmethod

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import logging
 import os
 import signal
 import sys
@@ -22,6 +21,8 @@ from jobs.enqueueing import CALLBACK_HOOKS, WORKER_QUEUES
 from jobs.registry import Registry, events_channel
 from service import webhooks
 from service.connection import connect
+from service.jobreport import ReportingWorker
+from service.logs import configure_logging
 from service.settings import load_settings
 
 
@@ -56,7 +57,7 @@ class AnnouncingWorker(BaseWorker):
             self.log.warning("could not announce job %s %s: %s", job.id, change, exc)
 
 
-class ForkWorker(AnnouncingWorker, Worker):
+class ForkWorker(ReportingWorker, AnnouncingWorker, Worker):
     """RQ's forking worker, with a work horse that lets its worker decide when to stop.
 
     Heroku and honcho send SIGTERM to every process of a dyno, the work horse included; RQ's
@@ -86,7 +87,7 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-class InProcessWorker(AnnouncingWorker, SimpleWorker):
+class InProcessWorker(ReportingWorker, AnnouncingWorker, SimpleWorker):
     """RQ's simple worker (jobs run in the worker's own process), announcing job changes."""
 
 
@@ -159,6 +160,9 @@ def build_worker(
         serializer=JSONSerializer,
         job_class=job_class,
         name=name,
+        # RQ would log each job's arguments, which may hold personal data or secrets; the job's
+        # own lines (service/jobreport.py) name it by id and job name instead.
+        log_job_description=False,
     )
 
 
@@ -173,15 +177,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--burst", action="store_true", help="stop when the queues are empty")
     parser.add_argument("--name", help="worker name (default: RQ's)")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", help="default: LOG_LEVEL, else INFO")
     args = parser.parse_args(argv)
     unknown = set(args.queues) - set(WORKER_QUEUES)
     if unknown:
         parser.error(f"unknown queues {sorted(unknown)}; queues are {', '.join(WORKER_QUEUES)}")
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    worker = build_worker(connect(load_settings(), patient=True), args.queues, args.kind, args.name)
+    settings = load_settings()
+    level = (args.log_level or settings.log_level).upper()
+    # RQ's own lines (rq.worker, rq.job, rq.scheduler) then go through this handler, in LOG_FORMAT.
+    configure_logging(settings.log_format, level)
+    worker = build_worker(connect(settings, patient=True), args.queues, args.kind, args.name)
     # SIGTERM/SIGINT: RQ's warm shutdown, finishing the current job; a second signal stops at once.
-    worker.work(burst=args.burst, with_scheduler=True, logging_level=args.log_level)
+    worker.work(burst=args.burst, with_scheduler=True, logging_level=level)
 
 
 if __name__ == "__main__":

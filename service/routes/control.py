@@ -13,6 +13,7 @@ from rq.registry import BaseRegistry, CanceledJobRegistry, FailedJobRegistry
 from rq.serializers import JSONSerializer
 
 from jobs.enqueueing import index_key
+from jobs.registry import Registry
 from service.deps import ConnectionDep, RegistryDep
 from service.errors import ConflictError
 from service.jobstate import TERMINAL, fetch_job, job_view, status_of, wait_for_end
@@ -32,7 +33,7 @@ async def cancel_job(job_id: JobId, connection: ConnectionDep, registry: Registr
     return await anyio.to_thread.run_sync(_cancel, connection, job_id, registry)
 
 
-def _cancel(connection: Redis, job_id: str, registry: RegistryDep) -> JobView:
+def _cancel(connection: Redis, job_id: str, registry: Registry) -> JobView:
     job = fetch_job(connection, job_id)
     current = status_of(job)
     if current in NOT_YET_RUN:
@@ -54,10 +55,11 @@ def _cancel(connection: Redis, job_id: str, registry: RegistryDep) -> JobView:
 @router.post("/jobs/{job_id}/requeue", response_model=JobView, responses=CONFLICT)
 async def requeue_job(job_id: JobId, connection: ConnectionDep, registry: RegistryDep) -> JobView:
     """Run a failed, stopped or canceled job again, with the retries it had left."""
-    return await anyio.to_thread.run_sync(_requeue, connection, job_id, registry)
+    return await anyio.to_thread.run_sync(requeue, connection, job_id, registry)
 
 
-def _requeue(connection: Redis, job_id: str, registry: RegistryDep) -> JobView:
+def requeue(connection: Redis, job_id: str, registry: Registry) -> JobView:
+    """Requeue a failed, stopped or canceled job: the API's and the dashboard's one way."""
     job = fetch_job(connection, job_id)
     current = status_of(job)
     holder: BaseRegistry
@@ -86,7 +88,7 @@ async def delete_job(job_id: JobId, connection: ConnectionDep, registry: Registr
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-def _delete(connection: Redis, job_id: str, registry: RegistryDep) -> None:
+def _delete(connection: Redis, job_id: str, registry: Registry) -> None:
     job = fetch_job(connection, job_id)
     current = status_of(job)
     if current not in TERMINAL:

@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Literal
 
 import anyio
 from fastapi import APIRouter, Query
 from redis import Redis
 from rq import Worker
-from rq.registry import (
-    CanceledJobRegistry,
-    DeferredJobRegistry,
-    FailedJobRegistry,
-    FinishedJobRegistry,
-    ScheduledJobRegistry,
-    StartedJobRegistry,
-)
 from rq.serializers import JSONSerializer
 
-from jobs.enqueueing import QUEUES, WORKER_QUEUES
+from jobs.enqueueing import QUEUES
+from service.counts import queue_counts
 from service.deps import ConnectionDep, RegistryDep
 from service.errors import InvalidOptionError
 from service.listing import Cursor, InvalidCursorError, list_jobs
@@ -28,14 +20,6 @@ from service.schemas import JobPage, QueueView, WorkerView
 router = APIRouter()
 Status = Literal["queued", "scheduled", "deferred", "started", "finished", "failed", "stopped", "canceled"]
 MAX_PAGE = 200
-# Registries scored by expiry time: entries past it are gone but not yet cleaned by a worker.
-EXPIRING = {"started": StartedJobRegistry, "finished": FinishedJobRegistry, "failed": FailedJobRegistry}
-# Registries whose entries stay until the job moves on (scored by due or creation time).
-LASTING = {
-    "scheduled": ScheduledJobRegistry,
-    "deferred": DeferredJobRegistry,
-    "canceled": CanceledJobRegistry,
-}
 
 
 @router.get("/jobs", tags=["jobs"], response_model=JobPage)
@@ -72,17 +56,8 @@ async def read_queues(connection: ConnectionDep) -> list[QueueView]:
 
 
 def _queue_counts(connection: Redis) -> list[QueueView]:
-    now = time.time()
-    with connection.pipeline(transaction=False) as pipe:
-        for name in WORKER_QUEUES:
-            pipe.llen(f"rq:queue:{name}")
-            for lasting in LASTING.values():
-                pipe.zcard(lasting(name, connection=connection).key)
-            for expiring in EXPIRING.values():
-                pipe.zcount(expiring(name, connection=connection).key, now, "+inf")
-        counts = iter(pipe.execute())
-    order = ["queued", *LASTING, *EXPIRING]
-    return [QueueView(name=name, counts={status: next(counts) for status in order}) for name in WORKER_QUEUES]
+    # The same count /metrics exposes (service/counts.py), so the two always agree.
+    return [QueueView(name=name, counts=counts) for name, counts in queue_counts(connection).items()]
 
 
 @router.get("/workers", tags=["queues"], response_model=list[WorkerView])

@@ -275,12 +275,18 @@ def wait_for_health(
 
 @contextlib.contextmanager
 def running_stack(
-    redis_url: str, log_dir: Path, names: tuple[str, ...] = ("web", "worker")
+    redis_url: str,
+    log_dir: Path,
+    names: tuple[str, ...] = ("web", "worker"),
+    env: dict[str, str] | None = None,
 ) -> Iterator[Stack]:
-    """Start the Procfile's `names` (web first) and wait for /healthz; stop them all on exit."""
+    """Start the Procfile's `names` (web first) and wait for /healthz; stop them all on exit.
+
+    `env` adds to (or overrides) the processes' environment, e.g. the dashboard's credentials.
+    """
     commands = procfile_commands()
     port = free_port()
-    env = child_env(REDIS_URL=redis_url, HOST=LOOPBACK, PORT=str(port))
+    env = child_env(**{**(env or {}), "REDIS_URL": redis_url, "HOST": LOOPBACK, "PORT": str(port)})
     processes: dict[str, LoggedProcess] = {}
     stack: Stack | None = None
     try:

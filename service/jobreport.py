@@ -1,0 +1,98 @@
+"""A worker mixin that reports each run of a job: a log line at its start and at its end, and the
+end counted in Redis for /metrics (`offload_job_runs_total{job, outcome}`).
+
+Outcomes: `finished`; `failed` (final); `retried` (failed, and RQ runs it again); `stopped` (by a
+cancel). RQ decides which in the `handle_job_*` methods: this reads the job's status after them.
+Reporting never fails a job: a broken report is a warning in the log.
+
+Runs that no worker sees end (a worker killed with SIGKILL) are not counted here: RQ finds them
+abandoned later, and `offload_jobs{status="failed"}` shows them.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from rq.job import Job, JobStatus
+from rq.utils import now
+from rq.worker import BaseWorker
+
+import jobs
+from jobs.enqueueing import count_event
+from jobs.registry import Registry
+from service import webhooks
+from service.logs import fields
+
+log = logging.getLogger("offload.job")
+
+# The job label of a job whose function is not in the catalogue (workers refuse to run it): job
+# names start with a letter, so no registered job can be called this.
+UNREGISTERED = "(unregistered)"
+
+
+def job_name(job: Job) -> str:
+    """The job's catalogue name, found the way the worker resolves its function."""
+    registry: Registry = getattr(type(job), "registry", jobs.registry)
+    try:
+        path = job.func_name  # reads the stored data: fails for a job that is not JSON
+    except Exception:
+        return UNREGISTERED
+    found = registry.by_path(path) or webhooks.internal.by_path(path)
+    return found.name if found is not None else UNREGISTERED
+
+
+class ReportingWorker(BaseWorker):
+    """Logs `job started` and `job ended` (with its outcome and duration) and counts each end."""
+
+    def prepare_job_execution(self, job: Job, *args: Any, **kwargs: Any) -> None:
+        super().prepare_job_execution(job, *args, **kwargs)
+        try:
+            log.info("job started", extra=fields(**self._job_fields(job)))
+        except Exception:  # a report must never cost a job its run
+            log.warning("could not report the start of job %s", job.id, exc_info=True)
+
+    def handle_job_success(self, job: Job, *args: Any, **kwargs: Any) -> None:
+        super().handle_job_success(job, *args, **kwargs)
+        self._report_end(job, "finished")
+
+    def handle_job_failure(self, job: Job, *args: Any, **kwargs: Any) -> None:
+        super().handle_job_failure(job, *args, **kwargs)  # now failed, stopped, or due for a retry
+        self._report_end(job, _failure_outcome(job))
+
+    def handle_job_retry(self, job: Job, *args: Any, **kwargs: Any) -> None:
+        super().handle_job_retry(job, *args, **kwargs)  # the job returned rq's Retry
+        self._report_end(job, _failure_outcome(job))
+
+    def _report_end(self, job: Job, outcome: str) -> None:
+        try:
+            details = self._job_fields(job)
+            count_event(self.connection, details["job"], outcome)
+            started, ended = job.started_at, job.ended_at or now()
+            duration = (ended - started).total_seconds() if isinstance(started, datetime) else None
+            level = logging.INFO if outcome in ("finished", "retried") else logging.WARNING
+            log.log(
+                level,
+                "job ended",
+                extra=fields(
+                    **details,
+                    outcome=outcome,
+                    duration_ms=round(duration * 1000, 1) if duration is not None else None,
+                ),
+            )
+        except Exception:
+            log.warning("could not report the end of job %s (%s)", job.id, outcome, exc_info=True)
+
+    def _job_fields(self, job: Job) -> dict[str, Any]:
+        return {"job_id": job.id, "job": job_name(job), "queue": job.origin, "worker": self.name}
+
+
+def _failure_outcome(job: Job) -> str:
+    """What RQ made of a failed run: the status it saved, read from the job as it left it."""
+    status = job.get_status(refresh=False)
+    if status == JobStatus.STOPPED:
+        return "stopped"
+    if status == JobStatus.FAILED:
+        return "failed"
+    return "retried"  # RQ queued or scheduled it again
