@@ -13,6 +13,7 @@ from redis.asyncio import Redis as AsyncRedis
 import jobs
 from jobs.registry import Registry
 from service import errors
+from service.auth import KeyRing, require
 from service.connection import connect, connect_async
 from service.dashboard import Dashboard
 from service.limits import BodyLimitMiddleware
@@ -22,7 +23,7 @@ from service.observe import RequestObserver
 from service.routes import control, events, listing, meta
 from service.routes import jobs as job_routes
 from service.routes import metrics as metrics_routes
-from service.settings import Settings, load_settings
+from service.settings import ConfigError, Settings, is_production, load_settings
 
 # Threads for `?wait=` requests, apart from the pool that serves every other route.
 WAIT_THREADS = 100
@@ -44,6 +45,11 @@ def create_app(
     if settings is None:
         settings = load_settings()
         configure_logging(settings.log_format, settings.log_level)
+    if is_production(settings) and not settings.api_keys:
+        raise ConfigError(
+            "API_KEYS is required in production (DYNO or ENV=production is set): "
+            'set API_KEYS=\'[{"name": "...", "key": "...", "scopes": ["read", "enqueue"]}]\''
+        )
     registry = registry or jobs.registry
     dashboard = Dashboard(settings, registry)
 
@@ -69,16 +75,18 @@ def create_app(
         summary="Slow work off the request path: typed jobs over HTTP, run by RQ workers.",
         version="0.1.0",
         lifespan=lifespan,
+        responses=errors.COMMON_RESPONSES,
     )
     app.state.settings = settings
     app.state.registry = registry
     app.state.metrics = metrics = Metrics(registry.names())
     errors.install(app)
+    app.state.keys = KeyRing(settings.api_keys)
     app.include_router(meta.router)
     app.include_router(metrics_routes.router)
-    app.include_router(events.router)
-    app.include_router(listing.router)
-    app.include_router(control.router)
+    app.include_router(events.router, dependencies=[require("read")])
+    app.include_router(listing.router, dependencies=[require("read")])
+    app.include_router(control.router, dependencies=[require("admin")])
     app.include_router(job_routes.build_router(registry))
     dashboard.install(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

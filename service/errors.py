@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -10,14 +11,32 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from jobs.enqueueing import EnqueueError, IdempotencyConflictError, UnknownDependencyError
+from service.schemas import ErrorBody
 
 log = logging.getLogger(__name__)
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description}
+
+
+# Declared on every operation, so the OpenAPI schema lists every answer a client can get.
+COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _error("The body is not valid JSON"),
+    401: _error("No API key, or not a valid one"),
+    403: _error("The API key lacks the scope (or the job) this needs"),
+    404: _error("No such job, or no job of that name"),
+    409: _error("The job's status, or an earlier request with the same Idempotency-Key, forbids this"),
+    413: _error("The body (or the batch) is over its limit"),
+    503: _error("Redis is unavailable; retry after a second"),
+}
 
 
 class OffloadError(Exception):
     """Base of the API's errors: `detail` becomes the JSON body, `status_code` the status."""
 
     status_code = 500
+    headers: ClassVar[dict[str, str] | None] = None
 
     def __init__(self, detail: object) -> None:
         super().__init__(detail)
@@ -63,7 +82,7 @@ class TooLargeError(OffloadError):
 
 async def _offload_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, OffloadError)
-    headers = {"Retry-After": "1"} if exc.status_code == 503 else None
+    headers = {"Retry-After": "1"} if exc.status_code == 503 else exc.headers
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
 

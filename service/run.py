@@ -6,6 +6,7 @@ python -m service.run [-c worker=2]      (what `make run` calls)
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import sys
@@ -70,6 +71,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Local runs sign webhook deliveries too; a deployment sets its own secret.
         env["WEBHOOK_SECRET"] = secrets.token_urlsafe(32)
         print(f"offload: WEBHOOK_SECRET={env['WEBHOOK_SECRET']} (generated for this run)", flush=True)
+    if not env.get("API_KEYS"):
+        # The API wants a key even locally; an admin key for this run, printed for curl and /docs.
+        key = secrets.token_urlsafe(24)
+        env["API_KEYS"] = json.dumps([{"name": "local", "key": key, "scopes": ["admin"]}])
+        print(f"offload: API key {key} (admin, generated for this run): export OFFLOAD_KEY={key}", flush=True)
     generated = not env.get("DASHBOARD_PASSWORD")
     if generated:
         # The dashboard is served only with credentials; a local run gets some without setup.

@@ -8,6 +8,12 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 
+class ErrorBody(BaseModel):
+    """Every error: a message, or (422) a list naming each invalid field."""
+
+    detail: str | list[dict[str, Any]]
+
+
 class JobError(BaseModel):
     type: str = Field(description="The exception's class name, e.g. ValueError or JobTimeoutException")
     message: str

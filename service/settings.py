@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Shortest METRICS_TOKEN accepted.
@@ -13,14 +13,42 @@ MIN_TOKEN_LENGTH = 16
 MIN_DASHBOARD_PASSWORD_LENGTH = 12
 
 
+# Shortest API key accepted.
+MIN_API_KEY_LENGTH = 16
+Scope = Literal["read", "enqueue", "admin"]
+
+
 class ConfigError(RuntimeError):
     """The environment does not describe a runnable configuration."""
+
+
+class ApiKey(BaseModel):
+    """One entry of API_KEYS."""
+
+    name: str = Field(min_length=1, max_length=64, description="Who holds it; shown in logs, never the key")
+    key: SecretStr
+    scopes: list[Scope] = Field(min_length=1)
+    jobs: list[str] | None = Field(None, description="Job names it may enqueue; all when absent")
+
+    @field_validator("key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < MIN_API_KEY_LENGTH:
+            raise ValueError(f"an API key needs at least {MIN_API_KEY_LENGTH} characters")
+        return value
 
 
 class Settings(BaseSettings):
     """Every setting is an environment variable of the same name in upper case."""
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    api_keys: list[ApiKey] = Field(
+        default_factory=list,
+        description='API keys as JSON: [{"name": "ci", "key": "...", "scopes": ["enqueue"], "jobs": [...]}]',
+    )
+    env: str = Field("development", description="`production` makes API_KEYS mandatory")
+    dyno: str | None = Field(None, description="Set by Heroku on every dyno: production")
 
     redis_url: str = Field(description="Redis to use: redis://, rediss:// (TLS) or unix://")
     redis_tls_verify: bool = Field(
@@ -118,6 +146,10 @@ class Settings(BaseSettings):
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
+
+
+def is_production(settings: Settings) -> bool:
+    return settings.env == "production" or settings.dyno is not None
 
 
 def load_settings() -> Settings:

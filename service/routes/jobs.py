@@ -13,6 +13,7 @@ from pydantic import BaseModel, HttpUrl
 
 from jobs.enqueueing import QUEUES, EnqueueOptions, Idempotency, enqueue
 from jobs.registry import RegisteredJob, Registry
+from service.auth import may_enqueue_job, require
 from service.deps import ConnectionDep, RegistryDep, SettingsDep
 from service.errors import InvalidOptionError, TooLargeError, UnknownJobNameError
 from service.jobstate import TERMINAL, fetch_job, job_view, job_views, wait_for_end
@@ -132,9 +133,11 @@ def build_router(registry: Registry) -> APIRouter:
         503: {"description": "Redis is unavailable"},
     }
     for registered in registry:
+        may_enqueue = [may_enqueue_job(registered.name)]
         router.add_api_route(
             f"/jobs/{registered.name}",
             _enqueue_endpoint(registered),
+            dependencies=may_enqueue,
             methods=["POST"],
             status_code=status.HTTP_202_ACCEPTED,
             response_model=JobView,
@@ -146,6 +149,7 @@ def build_router(registry: Registry) -> APIRouter:
         router.add_api_route(
             f"/jobs/{registered.name}/batch",
             _batch_endpoint(registered),
+            dependencies=may_enqueue,
             methods=["POST"],
             status_code=status.HTTP_202_ACCEPTED,
             response_model=list[JobView],
@@ -154,9 +158,17 @@ def build_router(registry: Registry) -> APIRouter:
             description=f"One {registered.name} job per item, all or none. {registered.description}",
             responses={**errors, 413: {"description": "More items than MAX_BATCH_SIZE"}},
         )
-    router.add_api_route("/jobs/{name}", enqueue_unknown, methods=["POST"], include_in_schema=False)
-    router.add_api_route("/jobs/{name}/batch", enqueue_unknown, methods=["POST"], include_in_schema=False)
-    router.add_api_route("/jobs/{job_id}", read_job, methods=["GET"], response_model=JobView)
+    # Who may not enqueue learns nothing of the catalogue from the 404 either.
+    unknown: dict[str, Any] = {
+        "methods": ["POST"],
+        "include_in_schema": False,
+        "dependencies": [require("enqueue")],
+    }
+    router.add_api_route("/jobs/{name}", enqueue_unknown, **unknown)
+    router.add_api_route("/jobs/{name}/batch", enqueue_unknown, **unknown)
+    router.add_api_route(
+        "/jobs/{job_id}", read_job, methods=["GET"], response_model=JobView, dependencies=[require("read")]
+    )
     return router
 
 

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from service.auth import require
 from service.deps import ConnectionDep, RegistryDep
 from service.errors import RedisUnavailableError
 from service.schedules import runs
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 
 
-@router.get("/catalog", tags=["catalog"], response_model=list[CatalogEntry])
+@router.get("/catalog", tags=["catalog"], response_model=list[CatalogEntry], dependencies=[require("read")])
 def read_catalog(registry: RegistryDep, connection: ConnectionDep) -> list[CatalogEntry]:
     """The registered jobs, with their defaults, input schema and schedule."""
     # A sync route, so FastAPI runs it in a thread: the Redis read (one round trip) blocks no one.

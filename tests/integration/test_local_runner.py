@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,6 +30,8 @@ from tests.integration.harness import (
 )
 
 pytestmark = pytest.mark.integration
+
+PRINTED_KEY = re.compile(r"offload: API key (\S+) \(admin, generated for this run\)")
 
 # The runner gives workers Heroku's 30 s to finish; an idle stack stops far sooner.
 SHUTDOWN_TIMEOUT = 40.0
@@ -86,6 +89,10 @@ def test_runner_serves_jobs_and_stops_everything_on_ctrl_c(
     log = runner.process
     with new_client(runner.base_url) as client:
         wait_for_health(client, [log], STARTUP_TIMEOUT)
+        assert client.post("/jobs/word_count", json={"text": "x"}).status_code == 401  # keys are on
+        printed = PRINTED_KEY.search(log.log_path.read_text())
+        assert printed is not None, log.tail()
+        client.headers["Authorization"] = f"Bearer {printed.group(1)}"
         response = client.post("/jobs/word_count", json={"text": "one two two"})
         assert response.status_code == 202, f"{response.status_code} {response.text}\n{log.tail()}"
         job_id = response.json()["id"]

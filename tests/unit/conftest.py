@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable, Iterator
 
 import fakeredis
@@ -81,3 +82,12 @@ def run_jobs(connection: Redis) -> Callable[..., None]:
         worker.work(burst=True, with_scheduler=False)
 
     return run
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """After a run that fuzzed the contract, say how many requests it made and what they got."""
+    contract = sys.modules.get("tests.unit.test_contract")
+    counts = getattr(contract, "STATUS_CLASSES", None)
+    if counts:
+        classes = ", ".join(f"{name}: {count}" for name, count in sorted(counts.items()))
+        terminalreporter.write_line(f"contract fuzzing: {sum(counts.values())} requests; {classes}")
