@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from service.app import create_app
+from service.connection import connect
 from service.settings import ApiKey, ConfigError, Settings
 
 KEYS = {
@@ -148,3 +149,21 @@ def test_production_without_keys_refuses_to_start(production: dict[str, str]) ->
         create_app(settings)
     keyed = settings.model_copy(update={"api_keys": [ApiKey.model_validate(api_keys()[0])]})
     assert create_app(keyed).title == "offload"
+
+
+def test_errors_never_carry_secrets(settings: Settings) -> None:
+    """A Redis URL's password stays out of every answer, Redis down or not."""
+    secret = settings.model_copy(
+        update={"redis_url": "redis://:redis-password-not-for-answers@127.0.0.1:9/0"}
+    )
+    connection = connect(secret)
+    with TestClient(create_app(secret, connection)) as down:
+        answers = [
+            down.get("/readyz"),
+            down.post("/jobs/word_count", json={"text": "a"}),
+            down.get("/jobs/x"),
+        ]
+    connection.close()
+    for response in answers:
+        assert response.status_code == 503
+        assert "redis-password-not-for-answers" not in response.text
