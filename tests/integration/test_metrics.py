@@ -43,6 +43,11 @@ def test_a_scrape_matches_the_apis_counts(stack: Stack) -> None:
     for job_id in ids:
         assert stack.wait_for_job(job_id, 30)["status"] in ("finished", "failed"), stack.logs()
     post(stack, "word_count", {"text": "later"}, delay=600)  # stays scheduled
+
+    def idle() -> bool:  # a worker turns idle a moment after its last job's end is saved
+        return all(worker["state"] == "idle" for worker in stack.client.get("/workers").json())
+
+    assert wait_until(idle, 10), stack.logs()
     samples = scrape(stack)
     queues = stack.client.get("/queues").json()
     workers = stack.client.get("/workers").json()
