@@ -57,6 +57,21 @@ def always_fails(message: Annotated[str, Field(max_length=1000)] = "this job fai
     raise IntentionalFailureError(message)
 
 
+# Retries at once (interval 0): a run cut off by a killed worker runs again as soon as RQ finds it
+# abandoned, without waiting for a scheduler. Cheap, so a soak measures the queue, not the work.
+@job(queue="default", timeout=30, retries=2, retry_intervals=(0,))
+def soak_step(
+    n: Annotated[int, Field(ge=0)],
+    fail: bool = False,
+    ms: Annotated[float, Field(ge=0, le=1000)] = 5,
+) -> dict[str, int]:
+    """Load for `python -m bench.soak`: sleep `ms` milliseconds, then fail if asked, else return `n`."""
+    time.sleep(ms / 1000)
+    if fail:
+        raise IntentionalFailureError(f"soak step {n} fails on purpose")
+    return {"n": n}
+
+
 @job(queue="default", timeout=600)
 def process_items(
     items: Annotated[int, Field(ge=1, le=10_000)] = 10,

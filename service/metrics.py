@@ -44,9 +44,10 @@ from service.counts import queue_counts
 
 log = logging.getLogger(__name__)
 
-# How a run of a job ended, as the worker counts it (service/jobreport.py). `retried`: it failed
-# and will run again; `failed` and `stopped` are final.
-OUTCOMES = ("finished", "failed", "stopped", "retried")
+# How a run of a job ended, as the worker counts it (service/jobreport.py, service/shutdown.py).
+# `retried`: it failed and will run again; `interrupted`: its worker stopped and put it back on its
+# queue, a retry unspent; `failed` and `stopped` are final.
+OUTCOMES = ("finished", "failed", "stopped", "retried", "interrupted")
 WORKER_STATES = tuple(state.value for state in WorkerStatus)
 # Seconds. Beyond the library's defaults: `?wait=` requests last up to 25 s, event streams minutes.
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -172,8 +173,8 @@ def _counters(fields: dict[Any, Any], job_names: tuple[str, ...]) -> list[Metric
     )
     runs = CounterMetricFamily(
         "offload_job_runs",
-        "Runs of jobs that ended, by job name and outcome (finished, failed, stopped, retried), "
-        "in every worker of the deployment (kept in Redis).",
+        "Runs of jobs that ended, by job name and outcome (finished, failed, stopped, retried, "
+        "interrupted), in every worker of the deployment (kept in Redis).",
         labels=["job", "outcome"],
     )
     values = {(name, event): 0 for name in job_names for event in ("enqueued", *OUTCOMES)}

@@ -20,7 +20,8 @@ from honcho.environ import expand_processes, parse_procfile
 from service.embedded_redis import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA_DIR = ROOT / ".data" / "redis"
+# Where the embedded Redis keeps its files; OFFLOAD_DATA_DIR moves them (tests use a fresh one).
+DEFAULT_DATA_DIR = ROOT / ".data"
 # Heroku sends SIGTERM, then SIGKILL 30 s later; honcho's own wait is 5 s. Match Heroku, so a
 # job that finishes within 30 s of Ctrl-C finishes here too.
 GRACE_SECONDS = 30
@@ -83,9 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     env["DASHBOARD_USERNAME"] = env.get("DASHBOARD_USERNAME") or "admin"
     redis_server = None
     if not env.get("REDIS_URL"):
-        redis_server = RedisServer(DATA_DIR, port=free_port(6379)).start()
+        data_dir = Path(env.get("OFFLOAD_DATA_DIR") or DEFAULT_DATA_DIR) / "redis"
+        redis_server = RedisServer(data_dir, port=free_port(6379)).start()
         env["REDIS_URL"] = redis_server.url
-        print(f"offload: embedded Redis at {redis_server.url} (data in {DATA_DIR})", flush=True)
+        print(f"offload: embedded Redis at {redis_server.url} (data in {data_dir})", flush=True)
     else:
         print("offload: using REDIS_URL from the environment", flush=True)
     password = (

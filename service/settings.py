@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     idempotency_ttl: Annotated[int, Field(ge=60, le=30 * 24 * 3600)] = Field(
         24 * 3600, description="Seconds an Idempotency-Key is remembered"
     )
+    worker_grace_seconds: Annotated[float, Field(ge=0, le=3600)] = Field(
+        25.0,
+        description="A stopping forking worker's running job has this long to finish, then goes back "
+        "to the front of its queue (under Heroku's 30 s before SIGKILL)",
+    )
     webhook_secret: SecretStr | None = Field(
         None, description="Signs webhook deliveries (HMAC-SHA256); `callback_url` needs it"
     )

@@ -23,7 +23,9 @@ from service import webhooks
 from service.connection import connect
 from service.jobreport import ReportingWorker
 from service.logs import configure_logging
+from service.recovery import PromptRecovery, worker_options
 from service.settings import load_settings
+from service.shutdown import GracefulStop
 
 
 class AnnouncingWorker(BaseWorker):
@@ -57,12 +59,13 @@ class AnnouncingWorker(BaseWorker):
             self.log.warning("could not announce job %s %s: %s", job.id, change, exc)
 
 
-class ForkWorker(ReportingWorker, AnnouncingWorker, Worker):
+class ForkWorker(PromptRecovery, GracefulStop, ReportingWorker, AnnouncingWorker, Worker):
     """RQ's forking worker, with a work horse that lets its worker decide when to stop.
 
     Heroku and honcho send SIGTERM to every process of a dyno, the work horse included; RQ's
     horse would die at once. Here it ignores SIGTERM, so the worker's warm shutdown lets the
-    running job finish; a second signal (cold shutdown) or SIGKILL still ends it.
+    running job finish within its grace period, else puts it back on its queue (service/shutdown.py);
+    a second signal does that at once, and SIGKILL still ends the horse with its worker.
     """
 
     def setup_work_horse_signals(self) -> None:
@@ -163,6 +166,7 @@ def build_worker(
         # RQ would log each job's arguments, which may hold personal data or secrets; the job's
         # own lines (service/jobreport.py) name it by id and job name instead.
         log_job_description=False,
+        **worker_options(),
     )
 
 
@@ -187,7 +191,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     # RQ's own lines (rq.worker, rq.job, rq.scheduler) then go through this handler, in LOG_FORMAT.
     configure_logging(settings.log_format, level)
     worker = build_worker(connect(settings, patient=True), args.queues, args.kind, args.name)
-    # SIGTERM/SIGINT: RQ's warm shutdown, finishing the current job; a second signal stops at once.
+    if isinstance(worker, GracefulStop):  # a simple worker cannot interrupt the job it runs
+        worker.grace_seconds = settings.worker_grace_seconds
+    # SIGTERM/SIGINT: RQ's warm shutdown; the running job has the grace period to finish, else it
+    # goes back to its queue (a second signal: at once). A simple worker waits for it to finish.
     worker.work(burst=args.burst, with_scheduler=True, logging_level=level)
 
 

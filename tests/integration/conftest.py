@@ -39,16 +39,16 @@ def start_redis() -> Iterator[StartRedis]:
 
 @pytest.fixture
 def start_stack(start_redis: StartRedis, tmp_path: Path) -> Iterator[StartStack]:
-    """A factory of web + worker stacks, `start_stack(redis_url)`; teardown stops them all.
+    """A factory of web + worker stacks, `start_stack(redis_url, env=None)`; teardown stops them all.
 
     Depends on `start_redis` so that its stacks stop before its servers do.
     """
     with contextlib.ExitStack() as started:
         count = 0
 
-        def start(redis_url: str) -> Stack:
+        def start(redis_url: str, env: dict[str, str] | None = None) -> Stack:
             nonlocal count
             count += 1
-            return started.enter_context(running_stack(redis_url, tmp_path / f"stack{count}"))
+            return started.enter_context(running_stack(redis_url, tmp_path / f"stack{count}", env=env))
 
         yield start

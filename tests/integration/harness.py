@@ -205,9 +205,9 @@ class StartRedis(Protocol):
 
 
 class StartStack(Protocol):
-    """The `start_stack` fixture: web + worker on `redis_url`, stopped at teardown."""
+    """The `start_stack` fixture: web + worker on `redis_url` (`env` added to theirs), stopped at teardown."""
 
-    def __call__(self, redis_url: str) -> Stack: ...
+    def __call__(self, redis_url: str, env: dict[str, str] | None = None) -> Stack: ...
 
 
 # --- the stack: web and worker from the Procfile -----------------------------------------------------

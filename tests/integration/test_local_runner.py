@@ -61,7 +61,10 @@ def command_line(pid: int) -> str:
 def runner(tmp_path: Path) -> Iterator[Runner]:
     """`python -m service.run` with no REDIS_URL, in its own session; killed with all below it."""
     port = free_port()
-    env = dict(os.environ, HOST=LOOPBACK, PORT=str(port), PYTHONUNBUFFERED="1")
+    # A data folder of its own: the repository's .data may hold a developer's backlog of jobs.
+    env = dict(
+        os.environ, HOST=LOOPBACK, PORT=str(port), PYTHONUNBUFFERED="1", OFFLOAD_DATA_DIR=str(tmp_path)
+    )
     env.pop("REDIS_URL", None)
     command = [sys.executable, "-m", "service.run"]
     process = start_logged("runner", command, tmp_path / "runner.log", env)

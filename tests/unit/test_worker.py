@@ -68,3 +68,16 @@ def test_main_refuses_unknown_queues(capsys: pytest.CaptureFixture[str]) -> None
     with pytest.raises(SystemExit):
         main(["urgent"])
     assert "unknown queues ['urgent']" in capsys.readouterr().err
+
+
+def test_main_gives_a_forking_worker_its_grace_period(
+    monkeypatch: pytest.MonkeyPatch, connection: Redis
+) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://fakeredis.invalid:6379/0")
+    monkeypatch.setenv("WORKER_GRACE_SECONDS", "7.5")
+    monkeypatch.setattr("service.worker.connect", lambda settings, patient: connection)
+    monkeypatch.setattr("service.worker.configure_logging", lambda *args: None)
+    seen: list[float] = []
+    monkeypatch.setattr(ForkWorker, "work", lambda self, **options: seen.append(self.grace_seconds))
+    main([])
+    assert seen == [7.5]
