@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install browser run test lint typecheck pytest format bench clean
+.PHONY: install browser run test lint typecheck pytest format bench clean soak
 
 install: $(VENV)/.installed
 
@@ -37,6 +37,10 @@ pytest: install
 bench: install
 	$(BIN)/python -m bench.seed_latency
 	$(BIN)/python -m bench.listing_scale
+
+## soak: the fault soak (bench/soak): workers killed at random, every accepted job accounted for
+soak: install
+	$(BIN)/python -m pytest -m soak tests/integration/test_soak.py $(PYTEST_ARGS)
 
 format: install
 	$(BIN)/ruff check --fix .

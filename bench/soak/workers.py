@@ -1,0 +1,138 @@
+"""The soak's workers: the Procfile's `worker` under names of the soak's, killed and replaced.
+
+A worker kill is `SIGKILL` to its process group (the worker and its scheduler, as when a dyno dies;
+the kernel then kills its work horse, service/worker.py). A horse kill is `SIGKILL` to the work
+horse of a running job only: its worker sees it die and fails the run (retried while retries last).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE
+from rq.job import Job
+from rq.utils import as_text, parse_composite_key
+
+from tests.integration.harness import (
+    LoggedProcess,
+    descendants,
+    proc_stat,
+    procfile_commands,
+    start_logged,
+    wait_until,
+)
+
+KILL_KINDS = ("worker", "horse")
+WORKER_START_TIMEOUT = 30.0
+AIM_TIMEOUT = 3.0
+
+
+class SoakError(RuntimeError):
+    """The soak could not run as set up (not an invariant: those are in the report)."""
+
+
+class Workers:
+    """The Procfile's worker, started under names of our own, killed and replaced at random."""
+
+    def __init__(self, connection: redis.Redis, env: dict[str, str], log_dir: Path) -> None:
+        self.connection, self.env, self.log_dir = connection, env, log_dir
+        self.command = procfile_commands()["worker"]
+        self.live: dict[str, LoggedProcess] = {}
+        self.started = 0
+
+    def start(self) -> str:
+        self.started += 1
+        name = f"soak-{self.started}"
+        self.live[name] = start_logged(
+            name, f"{self.command} --name {name}", self.log_dir / f"{name}.log", self.env
+        )
+        return name
+
+    def wait_ready(self, names: list[str]) -> None:
+        ready = wait_until(
+            lambda: all(self.connection.exists(f"rq:worker:{n}") for n in names), WORKER_START_TIMEOUT
+        )
+        if not ready:
+            raise SoakError("workers did not register:\n" + "\n".join(self.live[n].tail() for n in names))
+
+    def horse(self, name: str) -> int | None:
+        """The work horse of a worker, if it runs a job: its child in a process group of its own."""
+        pid = self.live[name].popen.pid
+        try:  # the kernel's list of direct children: far cheaper than a walk of /proc
+            children = [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        except FileNotFoundError:
+            children = sorted(descendants(pid))
+        for child in children:
+            stat = proc_stat(child)
+            if stat is not None and stat.pgrp == child and stat.state not in ("Z", "X"):
+                return child
+        return None
+
+    def running(self, name: str) -> tuple[int, str] | None:
+        """The horse and the job of a worker whose job is `started`, else None."""
+        horse = self.horse(name)
+        job_id = self.current_job(name) if horse is not None else None
+        if horse is not None and job_id is not None and self.job_status(job_id) == "started":
+            return horse, job_id
+        return None
+
+    def current_job(self, name: str) -> str | None:
+        """The job a worker runs (or ran when it died), from the execution record RQ keeps for it."""
+        keys = self.connection.smembers(WORKER_EXECUTIONS_KEY_TEMPLATE.format(name))
+        return parse_composite_key(as_text(next(iter(keys))))[0] if keys else None
+
+    def kill(self, kind: str, rng: random.Random, at: float, aim: bool = False) -> Kill:
+        """SIGKILL a worker at whatever it is doing, or the work horse of a running job.
+
+        `aim`: kill the worker while its job is `started`, so that RQ has an abandoned job to find.
+        """
+        name = rng.choice(sorted(self.live))
+        process = self.live[name]
+        # Jobs last milliseconds: poll as fast, so that an aimed kill lands while one runs.
+        aimed = kind == "horse" or aim
+        target = wait_until(lambda: self.running(name), AIM_TIMEOUT, 0.001) if aimed else None
+        if kind == "horse":
+            if target is None:
+                return Kill(at, kind, name, None, None)
+            horse, job_id = target
+            try:
+                os.kill(horse, signal.SIGKILL)
+            except ProcessLookupError:  # it ended meanwhile: a miss
+                return Kill(at, kind, name, None, None)
+            return Kill(at, kind, name, job_id, None)
+        os.killpg(process.popen.pid, signal.SIGKILL)  # the worker and its scheduler, as a dyno dies
+        process.popen.wait(10)
+        process.stop()  # reaps it, and kills what is left of its session (its horse died with it)
+        del self.live[name]
+        self.start()
+        # Read once it is dead: its execution record says what it was running when it died.
+        cut_off = self.current_job(name)
+        return Kill(at, kind, name, cut_off, self.job_status(cut_off))
+
+    def job_status(self, job_id: str | None) -> str | None:
+        status = self.connection.hget(Job.key_for(job_id), "status") if job_id else None
+        return as_text(status) if status is not None else None
+
+    def stop_all(self) -> None:
+        for process in self.live.values():
+            process.stop()
+
+
+@dataclass(frozen=True)
+class Kill:
+    at: float  # seconds since the first enqueue
+    kind: str  # "worker" (its process group) or "horse" (the work horse only)
+    worker: str
+    job_id: str | None  # what it was running, as its execution record in Redis said
+    # A worker kill: the job's status once the worker was dead. `started`: abandoned, for RQ's
+    # sweep to find; `queued`: cut off before its work horse marked it started.
+    status_after: str | None
+
+    @property
+    def abandoned(self) -> bool:
+        return self.status_after == "started"
