@@ -1,4 +1,4 @@
-"""Accounting under load (bench/soak.py): two workers killed at random, and nothing lost.
+"""Accounting under load (bench/soak): two workers killed at random, and nothing lost.
 
 `OFFLOAD_SOAK_JOBS` sets the size (2,000 by default, about a minute on two cores; up to 100,000),
 `OFFLOAD_SOAK_SEED` the job mix and the kills' victims (their timing is the machine's).
