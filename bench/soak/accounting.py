@@ -30,7 +30,8 @@ from rq.registry import (
 from rq.results import Result
 from rq.serializers import JSONSerializer
 
-TERMINAL = frozenset({"finished", "failed", "canceled", "stopped"})
+from service.jobstate import TERMINAL
+
 FINAL_RESULTS = frozenset({Result.Type.SUCCESSFUL, Result.Type.FAILED, Result.Type.STOPPED})
 # What RQ writes when a run was cut off: the worker saw its horse die, or a sweep found it abandoned.
 KILL_MARKS = ("Work-horse terminated unexpectedly", "AbandonedJobError")

@@ -14,8 +14,9 @@ from typing import Any
 import httpx2
 import redis
 
-from bench.soak.accounting import TERMINAL, Accounting, Submitted, account, backlog, in_flight, statuses
+from bench.soak.accounting import Accounting, Submitted, account, backlog, in_flight, statuses
 from bench.soak.workers import KILL_KINDS, Kill, SoakError, Workers
+from service.jobstate import TERMINAL
 from tests.integration.harness import child_env, running_redis, running_stack, wait_until
 
 JOB = "soak_step"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio
 from fastapi import APIRouter, Path, Response, status
@@ -24,10 +24,9 @@ JobId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,128}$", description="The 
 # A stop command kills the work horse at once; this covers the worker noticing and saving it.
 STOP_WAIT_SECONDS = 5.0
 NOT_YET_RUN = ("queued", "scheduled", "deferred")
-CONFLICT: dict[int | str, dict[str, Any]] = {409: {"description": "The job's status does not allow this"}}
 
 
-@router.post("/jobs/{job_id}/cancel", response_model=JobView, responses=CONFLICT)
+@router.post("/jobs/{job_id}/cancel", response_model=JobView)
 async def cancel_job(job_id: JobId, connection: ConnectionDep, registry: RegistryDep) -> JobView:
     """Cancel a job that has not run yet, or stop a running one; 409 once it has ended."""
     return await anyio.to_thread.run_sync(_cancel, connection, job_id, registry)
@@ -52,7 +51,7 @@ def _cancel(connection: Redis, job_id: str, registry: Registry) -> JobView:
     return job_view(job, registry)
 
 
-@router.post("/jobs/{job_id}/requeue", response_model=JobView, responses=CONFLICT)
+@router.post("/jobs/{job_id}/requeue", response_model=JobView)
 async def requeue_job(job_id: JobId, connection: ConnectionDep, registry: RegistryDep) -> JobView:
     """Run a failed, stopped or canceled job again, with the retries it had left."""
     return await anyio.to_thread.run_sync(requeue, connection, job_id, registry)
@@ -81,7 +80,7 @@ def requeue(connection: Redis, job_id: str, registry: Registry) -> JobView:
     return job_view(job, registry)
 
 
-@router.delete("/jobs/{job_id}", status_code=status.HTTP_204_NO_CONTENT, responses=CONFLICT)
+@router.delete("/jobs/{job_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_job(job_id: JobId, connection: ConnectionDep, registry: RegistryDep) -> Response:
     """Delete an ended job's record and result; 409 while it may still run (cancel it first)."""
     await anyio.to_thread.run_sync(_delete, connection, job_id, registry)

@@ -127,11 +127,7 @@ WAIT = Query(ge=0, description="Seconds to wait for the job to end before answer
 def build_router(registry: Registry) -> APIRouter:
     """The jobs routes for this registry's catalogue."""
     router = APIRouter(tags=["jobs"])
-    errors: dict[int | str, dict[str, Any]] = {
-        404: {"description": "Unknown job name"},
-        409: {"description": "Idempotency-Key reused for a different request"},
-        503: {"description": "Redis is unavailable"},
-    }
+    # 404, 409, 503 and the other errors are declared app-wide (service/errors.py COMMON_RESPONSES).
     for registered in registry:
         may_enqueue = [may_enqueue_job(registered.name)]
         router.add_api_route(
@@ -144,7 +140,6 @@ def build_router(registry: Registry) -> APIRouter:
             operation_id=f"enqueue_{registered.name}",
             summary=f"Enqueue {registered.name}",
             description=registered.description,
-            responses=errors,
         )
         router.add_api_route(
             f"/jobs/{registered.name}/batch",
@@ -156,7 +151,7 @@ def build_router(registry: Registry) -> APIRouter:
             operation_id=f"enqueue_{registered.name}_batch",
             summary=f"Enqueue a batch of {registered.name}",
             description=f"One {registered.name} job per item, all or none. {registered.description}",
-            responses={**errors, 413: {"description": "More items than MAX_BATCH_SIZE"}},
+            responses={413: {"description": "More items than MAX_BATCH_SIZE"}},
         )
     # Who may not enqueue learns nothing of the catalogue from the 404 either.
     unknown: dict[str, Any] = {
