@@ -7,24 +7,28 @@ or not at all.
 
 from __future__ import annotations
 
+import calendar
+import functools
 import hashlib
 import json
 import time
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+import zlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
-from redis import WatchError
+from redis import Redis, WatchError
+from redis.exceptions import NoScriptError
 from rq import Callback, Queue, Retry
 from rq.job import Dependency, Job, JobStatus
+from rq.registry import ScheduledJobRegistry
 from rq.serializers import JSONSerializer
-from rq.utils import as_text
+from rq.utils import as_text, get_call_string, now, utcformat
 
 if TYPE_CHECKING:
-    from redis import Redis
     from redis.client import Pipeline
 
     from jobs.registry import RegisteredJob
@@ -160,7 +164,10 @@ def _write(
             found = Job.fetch_many(record["job_ids"], connection=queue.connection, serializer=JSONSerializer)
             return Enqueued(jobs=[job for job in found if job is not None], replayed=True)
     unmet = _unmet_dependencies(pipe, options)
-    jobs = [_create(queue, registered, params, options) for params in inputs]
+    jobs = [
+        _create(queue, registered, params.model_dump(mode="json"), options, str(uuid.uuid4()))
+        for params in inputs
+    ]
     now = time.time()
     pipe.multi()
     for job in jobs:
@@ -187,7 +194,11 @@ def _write(
 
 
 def _create(
-    queue: Queue, registered: RegisteredJob[..., Any], params: BaseModel, options: EnqueueOptions
+    queue: Queue,
+    registered: RegisteredJob[..., Any],
+    kwargs: dict[str, Any],
+    options: EnqueueOptions,
+    job_id: str,
 ) -> Job:
     defaults = registered.defaults
     retries = defaults.retries if options.retries is None else options.retries
@@ -200,7 +211,7 @@ def _create(
     # workers resolve only through the registry (service/worker.py).
     job = queue.create_job(
         registered.func,
-        kwargs=params.model_dump(mode="json"),
+        kwargs=kwargs,
         timeout=defaults.timeout if options.timeout is None else options.timeout,
         result_ttl=defaults.result_ttl if options.result_ttl is None else options.result_ttl,
         failure_ttl=defaults.failure_ttl,
@@ -208,7 +219,7 @@ def _create(
         if retries
         else None,
         depends_on=depends_on,
-        job_id=str(uuid.uuid4()),
+        job_id=job_id,
         status=JobStatus.SCHEDULED if options.at is not None else JobStatus.QUEUED,
         **_callbacks(options.callback_url),
     )
@@ -282,3 +293,182 @@ def _fingerprint(
         "options": {key: str(value) for key, value in sorted(vars(options).items())},
     }
     return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
+
+
+# --- The fast path: the same writes as `enqueue`, as one script, for an asyncio client -------------
+#
+# `enqueue` builds RQ's Job objects and sends a MULTI/EXEC of a dozen commands per job: fine in a
+# thread, but slow per request. The common request (no dependencies, no Idempotency-Key) needs no
+# WATCH, so its writes can be prepared in advance: RQ builds a template of the job hash once per
+# (job, options), a request fills in what differs (id, input, timestamps), and one EVALSHA writes
+# everything `_write` would, in its order, atomically. tests/unit/test_enqueue_fast.py compares
+# the Redis state both paths leave.
+
+# KEYS: rq:queues, the queue, where the jobs go (the queue, or its scheduled registry), the three
+# listing indexes, the counters, then each job's hash. ARGV: how they go (RPUSH, LPUSH or ZADD),
+# the listing's trim score, the counter field, the number of hash fields and values per job, then
+# per job: its id, its score in the scheduled registry ('' if none), its listing score, its hash.
+WRITE_SCRIPT = """
+local how, trim, counter, width = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local count = #KEYS - 7
+local listed = {}
+local at = 5
+for i = 1, count do
+  local id = ARGV[at]
+  redis.call('SADD', KEYS[1], KEYS[2])
+  redis.call('HSET', KEYS[7 + i], unpack(ARGV, at + 3, at + 2 + width))
+  if how == 'ZADD' then
+    redis.call('ZADD', KEYS[3], ARGV[at + 1], id)
+  else
+    redis.call(how, KEYS[3], id)
+  end
+  listed[#listed + 1] = ARGV[at + 2]
+  listed[#listed + 1] = id
+  at = at + 3 + width
+end
+for k = 4, 6 do
+  -- in slices: Lua's unpack takes a few thousand values at most
+  for first = 1, #listed, 1000 do
+    redis.call('ZADD', KEYS[k], unpack(listed, first, math.min(first + 999, #listed)))
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', trim)
+end
+redis.call('HINCRBY', KEYS[7], counter, count)
+return count
+"""
+WRITE_SCRIPT_SHA = hashlib.sha1(WRITE_SCRIPT.encode()).hexdigest()  # noqa: S324 (Redis' script id)
+# What sends one command and returns its reply (service/connection.py batches them).
+Execute = Callable[..., Awaitable[Any]]
+# An arbitrary moment: templates only need to know whether a job is scheduled, not when.
+_SOME_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A job the fast path wrote: what RQ would read back from its hash right away."""
+
+    id: str
+    queue: str
+    kwargs: dict[str, Any]
+    status: str  # queued or scheduled
+    created_at: datetime
+    enqueued_at: datetime | None
+    due: int | None  # a scheduled job's score in the scheduled registry (Unix seconds)
+    timeout: int | None
+    retries_left: int | None
+    meta: dict[str, Any]
+
+
+def fast_path_allows(options: EnqueueOptions, idempotency: Idempotency | None) -> bool:
+    """Whether `enqueue_fast` can write this request: nothing to WATCH, nothing to read first."""
+    return idempotency is None and not options.depends_on
+
+
+async def enqueue_fast(
+    execute: Execute,
+    registered: RegisteredJob[..., Any],
+    inputs: Sequence[BaseModel],
+    options: EnqueueOptions | None = None,
+) -> list[NewJob]:
+    """Write what `enqueue` writes for a request `fast_path_allows`, in one atomic round trip."""
+    options = options or EnqueueOptions()
+    if not fast_path_allows(options, None):
+        raise ValueError("requests with dependencies go through enqueue()")
+    template = _template(registered, replace(options, at=_SOME_TIME if options.at else None))
+    jobs, command = template.command(
+        registered.name, [params.model_dump(mode="json") for params in inputs], options.at
+    )
+    try:
+        await execute(*command)
+    except NoScriptError:  # a new or restarted Redis: teach it the script; nothing was written
+        await execute("SCRIPT", "LOAD", WRITE_SCRIPT)
+        await execute(*command)
+    return jobs
+
+
+@dataclass(frozen=True)
+class _Template:
+    """RQ's hash of a job, as `_write` saves it, less what differs from one job to the next."""
+
+    queue: Queue
+    func_name: str
+    mapping: dict[str, Any]  # status first, as `set_status` then `save` leave the hash
+    timeout: int | None
+    retries_left: int | None
+    meta: dict[str, Any]
+
+    def command(
+        self, name: str, inputs: list[dict[str, Any]], at: datetime | None
+    ) -> tuple[list[NewJob], list[Any]]:
+        """The new jobs, and the EVALSHA that writes them."""
+        queue = self.queue
+        stamp = now()  # RQ stamps creation and enqueueing apart; one instant does for both here
+        formatted = utcformat(stamp)
+        due = calendar.timegm(at.utctimetuple()) if at is not None else None
+        first = int(stamp.timestamp() * 1_000_000)
+        keys: list[Any] = [queue.redis_queues_keys, queue.key]
+        if due is not None:
+            keys.append(ScheduledJobRegistry(queue.name, connection=queue.connection).key)
+            how = "ZADD"
+        else:
+            keys.append(queue.key)
+            how = "LPUSH" if self.mapping.get("enqueue_at_front") else "RPUSH"
+        keys += [index_key(), index_key(name=name), index_key(queue=queue.name)]
+        keys.append(COUNTERS_KEY)
+        width = 2 * len(self.mapping)
+        args: list[Any] = [how, first - INDEX_RETENTION_SECONDS * 1_000_000, f"{name}:enqueued", width]
+        jobs = []
+        for n, kwargs in enumerate(inputs):
+            job_id = str(uuid.uuid4())
+            fields = dict(self.mapping)
+            fields["created_at"] = formatted
+            fields["data"] = zlib.compress(JSONSerializer.dumps((self.func_name, None, (), kwargs)))
+            fields["description"] = get_call_string(self.func_name, (), kwargs, max_length=75)
+            if due is None:
+                fields["enqueued_at"] = formatted
+            keys.append(Job.key_for(job_id))
+            args += [job_id, "" if due is None else due, first + n]
+            for pair in fields.items():
+                args += pair
+            jobs.append(
+                NewJob(
+                    id=job_id,
+                    queue=queue.name,
+                    kwargs=kwargs,
+                    status=self.mapping["status"],
+                    created_at=stamp,
+                    enqueued_at=stamp if due is None else None,
+                    due=due,
+                    timeout=self.timeout,
+                    retries_left=self.retries_left,
+                    meta=dict(self.meta),
+                )
+            )
+        return jobs, ["EVALSHA", WRITE_SCRIPT_SHA, len(keys), *keys, *args]
+
+
+@functools.lru_cache(maxsize=512)
+def _template(registered: RegisteredJob[..., Any], options: EnqueueOptions) -> _Template:
+    """The template for these options, made by RQ itself so the fields are always RQ's own."""
+    # RQ's objects want a client; building them sends nothing.
+    queue = Queue(options.queue or registered.defaults.queue, connection=Redis(), serializer=JSONSerializer)
+    job = _create(queue, registered, {}, options, "template")
+    status = job.get_status(refresh=False)
+    if status == JobStatus.QUEUED:
+        # What Queue._prepare_for_queue sets, short of asking Redis its version.
+        job.origin = queue.name
+        job.enqueued_at = now()
+    assert status is not None
+    assert job.func_name is not None
+    assert job.ttl is None  # `_write`'s cleanup(ttl=None) adds no EXPIRE; neither does the script
+    mapping = {"status": status.value}
+    for field, value in job.to_dict().items():
+        mapping[field] = value.value if isinstance(value, JobStatus) else value
+    return _Template(
+        queue=queue,
+        func_name=job.func_name,
+        mapping=mapping,
+        timeout=int(job.timeout) if job.timeout is not None else None,
+        retries_left=job.retries_left,
+        meta=job.meta,
+    )
