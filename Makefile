@@ -33,10 +33,11 @@ typecheck: install
 pytest: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-## bench: the benchmarks under bench/, each printing ratios against a baseline from the same run
+## bench: issue 7's suite (bench/README.md): one table, each figure next to a baseline from the same run.
+## Needs Debian's wrk (installed here). Some: make bench BENCH_ARGS="p1 p3"; a smoke run: BENCH_ARGS=--quick
 bench: install
-	$(BIN)/python -m bench.seed_latency
-	$(BIN)/python -m bench.listing_scale
+	scripts/install-system-packages
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 ## soak: the fault soak (bench/soak): workers killed at random, every accepted job accounted for
 soak: install

@@ -1,26 +1,27 @@
-"""Listing cost against the number of jobs: `GET /jobs`, `/queues`, `/metrics` at N1 and N2 finished jobs.
+"""P5: the listing routes at 1,000,000 queued and 100,000 finished jobs, against 1,000 and 100.
 
-    python -m bench.listing_scale [--small 1000] [--large 100000] [--calls 50]
-
-A real redis-server on loopback; jobs written through offload's own enqueue path in batches,
-then marked finished with a result the way a worker leaves them (status, finished registry,
-result stream), which is what the listing reads. The app runs in this process (no HTTP server:
-this measures the Redis work of a page, not the network). Prints the median time of each route
-at both sizes and the ratio large/small; a ratio near 1 means the cost does not grow with the
-number of jobs.
+A real redis-server and the Procfile's web on loopback. Jobs are written through offload's own
+enqueue path (`jobs.enqueueing.enqueue`, batches of 1,000, one transaction each) from as many
+processes as the machine has cores: `word_count` jobs left queued on `default`, and others on
+`low` marked finished with a result the way a worker leaves them (status, finished registry,
+result), which is what the listings read. Each route is timed by sequential calls from one
+keep-alive client, median reported, at the small size and again at the large one: a ratio near 1
+means its cost does not grow with the number of jobs. Redis's `used_memory` before and after
+each fill gives the memory a job takes.
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
-import statistics
+import multiprocessing
+import os
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from fastapi.testclient import TestClient
+import httpx2
 from redis import Redis
 from rq.job import JobStatus
 from rq.registry import FinishedJobRegistry
@@ -28,41 +29,63 @@ from rq.results import Result
 from rq.serializers import JSONSerializer
 
 import jobs
-from jobs.enqueueing import enqueue
-from service.app import create_app
-from service.settings import Settings
+from bench.processes import Context, running_web
+from bench.report import Better, Row, median
+from jobs.enqueueing import EnqueueOptions, enqueue
 from tests.integration.harness import running_redis
 
 BATCH = 1000
+FILL_TIMEOUT = 900.0
 ROUTES: dict[str, str] = {
-    "GET /jobs (50)": "/jobs?limit=50",
-    "GET /jobs?status=finished (50)": "/jobs?limit=50&status=finished",
-    "GET /jobs?name=word_count (50)": "/jobs?limit=50&name=word_count",
+    "GET /jobs?limit=50": "/jobs?limit=50",
+    "GET /jobs?limit=50&status=finished": "/jobs?limit=50&status=finished",
+    "GET /jobs?limit=50&name=word_count": "/jobs?limit=50&name=word_count",
     "GET /queues": "/queues",
-    # Registry sizes, the workers' states and the counters' hash: no scan of the job records.
     "GET /metrics": "/metrics",
 }
 
 
-def fill(connection: Redis, total: int) -> None:
-    """Enqueue word_count jobs until `total` exist, each marked finished with a result."""
+def fill_part(redis_url: str, count: int, first: int, finished: bool) -> None:
+    """Enqueue `count` word_count jobs (numbered from `first`); `finished`: on `low`, then finished."""
     word_count = jobs.registry.get("word_count")
     assert word_count is not None
-    existing = connection.zcard("offload:index")
-    finished = FinishedJobRegistry("default", connection=connection, serializer=JSONSerializer)
-    while existing < total:
-        size = min(BATCH, total - existing)
-        inputs = [word_count.input_model(text=f"job {existing + n}") for n in range(size)]
-        written = enqueue(connection, word_count, inputs).jobs
-        with connection.pipeline() as pipe:
-            pipe.delete("rq:queue:default")
-            for job in written:
-                job.set_status(JobStatus.FINISHED, pipeline=pipe)
-                finished.add(job, ttl=86400, pipeline=pipe)
-                Result(job.id, Result.Type.SUCCESSFUL, connection=connection, return_value={"words": 2},
-                       serializer=JSONSerializer).save(ttl=86400, pipeline=pipe)  # fmt: skip
-            pipe.execute()
-        existing += size
+    connection = Redis.from_url(redis_url)
+    options = EnqueueOptions(queue="low") if finished else None
+    registry = FinishedJobRegistry("low", connection=connection, serializer=JSONSerializer)
+    try:
+        for start in range(first, first + count, BATCH):
+            size = min(BATCH, first + count - start)
+            inputs = [word_count.input_model(text=f"job {start + n}") for n in range(size)]
+            written = enqueue(connection, word_count, inputs, options).jobs
+            if not finished:
+                continue
+            with connection.pipeline() as pipe:
+                pipe.delete("rq:queue:low")  # only finished jobs go to `low` here
+                for job in written:
+                    job.set_status(JobStatus.FINISHED, pipeline=pipe)
+                    registry.add(job, ttl=86400, pipeline=pipe)
+                    Result(job.id, Result.Type.SUCCESSFUL, connection=connection, return_value={"words": 2},
+                           serializer=JSONSerializer).save(ttl=86400, pipeline=pipe)  # fmt: skip
+                pipe.execute()
+    finally:
+        connection.close()
+
+
+def fill(redis_url: str, count: int, first: int, finished: bool) -> None:
+    """`count` jobs, split over one process per core."""
+    if count <= 0:
+        return
+    parts = max(1, min(os.cpu_count() or 1, count // BATCH))
+    share = -(-count // parts)
+    spawn = multiprocessing.get_context("spawn")  # a clean interpreter: nothing of ours inherited
+    with ProcessPoolExecutor(parts, mp_context=spawn) as pool:
+        futures = [
+            pool.submit(fill_part, redis_url, min(share, count - n * share), first + n * share, finished)
+            for n in range(parts)
+            if count - n * share > 0
+        ]
+        for future in futures:
+            future.result(timeout=FILL_TIMEOUT)
 
 
 def median_ms(calls: int, call: Callable[[], object]) -> float:
@@ -71,10 +94,10 @@ def median_ms(calls: int, call: Callable[[], object]) -> float:
         started = time.perf_counter()
         call()
         samples.append((time.perf_counter() - started) * 1000)
-    return statistics.median(samples)
+    return median(samples)
 
 
-def measure(client: TestClient, calls: int) -> dict[str, float]:
+def measure(client: httpx2.Client, calls: int) -> dict[str, float]:
     def get(path: str) -> None:
         response = client.get(path)
         assert response.status_code == 200, response.text
@@ -84,33 +107,38 @@ def measure(client: TestClient, calls: int) -> dict[str, float]:
     return {label: median_ms(calls, functools.partial(get, path)) for label, path in ROUTES.items()}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--small", type=int, default=1000)
-    parser.add_argument("--large", type=int, default=100_000)
-    parser.add_argument("--calls", type=int, default=50)
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as scratch, running_redis(Path(scratch) / "redis") as server:
+def p5(ctx: Context) -> list[Row]:
+    queued = (1000, ctx.pick(1_000_000, 20_000))
+    done = (100, ctx.pick(100_000, 2_000))
+    calls = ctx.pick(50, 10)
+    with (
+        tempfile.TemporaryDirectory(dir=ctx.scratch) as scratch,
+        running_redis(Path(scratch) / "redis") as server,
+        running_web(Path(scratch), server.url) as web,
+    ):
         connection = Redis.from_url(server.url)
-        app = create_app(Settings(redis_url=server.url), connection)
-        with TestClient(app) as client:
-            fill(connection, args.small)
-            small = measure(client, args.calls)
-            started = time.perf_counter()
-            fill(connection, args.large)
-            filled = time.perf_counter() - started
-            large = measure(client, args.calls)
-        memory = connection.info("memory")["used_memory"]
-        connection.close()
-    print(f"filled {args.large - args.small:,} jobs in {filled:.1f} s; Redis holds {memory / 2**20:.0f} MiB")
-    print(f"{'route':<34} {f'{args.small:,} jobs':>12} {f'{args.large:,} jobs':>14} {'ratio':>7}")
-    for label in ROUTES:
-        print(
-            f"{label:<34} {small[label]:>10.2f}ms {large[label]:>12.2f}ms {large[label] / small[label]:>7.2f}"
-        )
-
-
-if __name__ == "__main__":
-    main()
+        try:
+            fill(server.url, done[0], 0, finished=True)
+            fill(server.url, queued[0], done[0], finished=False)
+            small = measure(web.client, calls)
+            memory = connection.info("memory")["used_memory"]
+            began = time.perf_counter()
+            fill(server.url, queued[1] - queued[0], sum(done) + queued[0], finished=False)
+            queued_seconds = time.perf_counter() - began
+            per_queued = (connection.info("memory")["used_memory"] - memory) / (queued[1] - queued[0])
+            memory = connection.info("memory")["used_memory"]
+            fill(server.url, done[1] - done[0], done[0] + queued[1], finished=True)
+            per_finished = (connection.info("memory")["used_memory"] - memory) / (done[1] - done[0])
+            large = measure(web.client, calls)
+        finally:
+            connection.close()
+    print(f"  seeded {queued[1] - queued[0]:,} queued jobs in {queued_seconds:.0f} s", flush=True)
+    size = f"{queued[1]:,} queued + {done[1]:,} finished"
+    rows = [
+        Row("P5", f"{label} at {size}, median of {calls}", large[label], small[label],
+            f"{queued[0]:,} + {done[0]:,} jobs", Better.LOWER, 2.0, unit="ms")
+        for label in ROUTES
+    ]  # fmt: skip
+    rows.append(Row("P5 ref", "Redis memory per queued word_count job", per_queued, per_finished,
+                    "per finished job with its result", Better.LOWER, None, unit="B"))  # fmt: skip
+    return rows

@@ -1,0 +1,100 @@
+"""P1 and P3a: `POST /jobs/{name}` under load, against `GET /healthz` and against the seed's endpoint.
+
+P1: throughput and p99 of `POST /jobs/very_long_task` at 64 connections, against `GET /healthz` of
+the same web process (the cheapest route: what the server, the framework and the middleware cost
+without Redis), measured alternately over rounds, medians reported.
+
+P3a: the seed's headline. The p99 of the same POST at 64 connections, next to the seed's blocking
+endpoint (bench/seed_app.py, the job run inside the request) served by the same uvicorn command;
+that one at a handful of connections, since each holds its connection for the whole job.
+
+No worker runs: the enqueued jobs wait in Redis, which is flushed between rounds.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import redis
+
+from bench.load import run_wrk
+from bench.processes import Context, running_web
+from bench.report import Better, Row, median
+from tests.integration.harness import running_redis
+
+CONNECTIONS = 64
+JOB_SECONDS = 5.0
+ROUTE = "/jobs/very_long_task"
+
+
+def p1(ctx: Context) -> list[Row]:
+    rounds, seconds = ctx.pick(3, 1), ctx.pick(5, 1)
+    health: list[tuple[float, float]] = []
+    post: list[tuple[float, float]] = []
+    body = json.dumps({"seconds": JOB_SECONDS})
+    with (
+        tempfile.TemporaryDirectory(dir=ctx.scratch) as scratch,
+        running_redis(Path(scratch) / "redis") as server,
+        running_web(Path(scratch), server.url) as web,
+    ):
+        connection = redis.Redis.from_url(server.url)
+        try:
+            run_wrk(f"{web.url}/healthz", connections=CONNECTIONS, seconds=1)  # warm up both paths
+            run_wrk(f"{web.url}{ROUTE}", connections=CONNECTIONS, seconds=1, method="POST", body=body)
+            for _ in range(rounds):
+                connection.flushall()
+                load = run_wrk(f"{web.url}/healthz", connections=CONNECTIONS, seconds=seconds)
+                health.append((load.per_second, load.p99_ms))
+                load = run_wrk(
+                    f"{web.url}{ROUTE}", connections=CONNECTIONS, seconds=seconds, method="POST", body=body
+                )
+                post.append((load.per_second, load.p99_ms))
+        finally:
+            connection.close()
+    against = f"GET /healthz, same web, c{CONNECTIONS}"
+    return [
+        Row("P1", f"POST {ROUTE} throughput, c{CONNECTIONS}", median([r for r, _ in post]),
+            median([r for r, _ in health]), against, Better.HIGHER, 0.5, unit="req/s"),
+        Row("P1", f"POST {ROUTE} p99, c{CONNECTIONS}", median([p for _, p in post]),
+            median([p for _, p in health]), against, Better.LOWER, 2.0, unit="ms"),
+    ]  # fmt: skip
+
+
+def p3a(ctx: Context) -> list[Row]:
+    rounds, seconds = ctx.pick(3, 1), ctx.pick(5, 1)
+    # Each blocking call holds its connection for the whole job: a few connections, one call each.
+    held_seconds, held_connections = (1.0, 2) if ctx.quick else (JOB_SECONDS, 4)
+    p99s: list[float] = []
+    body = json.dumps({"seconds": JOB_SECONDS})
+    with (
+        tempfile.TemporaryDirectory(dir=ctx.scratch) as scratch,
+        running_redis(Path(scratch) / "redis") as server,
+        running_web(Path(scratch), server.url) as web,
+        running_web(Path(scratch), app="bench.seed_app:app", health="/docs", name="seed") as seed,
+    ):
+        connection = redis.Redis.from_url(server.url)
+        try:
+            run_wrk(f"{web.url}{ROUTE}", connections=CONNECTIONS, seconds=1, method="POST", body=body)
+            for _ in range(rounds):
+                connection.flushall()
+                load = run_wrk(
+                    f"{web.url}{ROUTE}", connections=CONNECTIONS, seconds=seconds, method="POST", body=body
+                )
+                p99s.append(load.p99_ms)
+        finally:
+            connection.close()
+        held = run_wrk(
+            f"{seed.url}/blocking/very_long_task?seconds={held_seconds:g}",
+            connections=held_connections,
+            threads=1,
+            seconds=held_seconds + 1,
+            method="POST",
+            timeout=held_seconds + 10,
+        )
+    return [
+        Row("P3a", f"POST {ROUTE} ({JOB_SECONDS:g} s job) p99, c{CONNECTIONS}", median(p99s), held.p99_ms,
+            f"seed's blocking endpoint, {held_seconds:g} s job, c{held_connections}", Better.LOWER, 20.0,
+            absolute=True, unit="ms"),
+    ]  # fmt: skip

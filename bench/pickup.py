@@ -1,0 +1,58 @@
+"""P4a: from the client's POST to the job's start, with an idle worker waiting for work.
+
+Sequential calls from one keep-alive client: note the wall clock, `POST /jobs/word_count`, read
+the job once it ended, and take its `started_at` (set by the worker as the job starts; the same
+machine's clock) minus the time of sending. With the simple worker (`--kind simple`: jobs run in
+the worker's process) and, for reference, the Procfile's forking worker (a child per job).
+The baseline beside each is when the POST's own answer (202) arrived, in the same calls.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import httpx2
+
+from bench.processes import Context, running_web, running_workers
+from bench.report import Better, Row, median
+from tests.integration.harness import running_redis
+
+KINDS = {"simple": "--kind simple", "fork": ""}
+
+
+def pickup_ms(client: httpx2.Client, calls: int) -> tuple[list[float], list[float]]:
+    """Per call: ms from sending the POST to the job's start, and to the POST's answer."""
+    started: list[float] = []
+    answered: list[float] = []
+    for n in range(calls):
+        sent = time.time()
+        response = client.post("/jobs/word_count", json={"text": f"call {n}"})
+        answered.append((time.time() - sent) * 1000)
+        assert response.status_code == 202, response.text
+        job = client.get(response.headers["Location"], params={"wait": 10}, timeout=20).json()
+        assert job["status"] == "finished", job
+        started.append((datetime.fromisoformat(job["started_at"]).timestamp() - sent) * 1000)
+    return started, answered
+
+
+def p4a(ctx: Context) -> list[Row]:
+    calls = ctx.pick(200, 20)
+    rows = []
+    with (
+        tempfile.TemporaryDirectory(dir=ctx.scratch) as scratch,
+        running_redis(Path(scratch) / "redis") as server,
+        running_web(Path(scratch), server.url) as web,
+    ):
+        for kind, args in KINDS.items():
+            with running_workers(Path(scratch), server.url, 1, args, name=f"{kind}-worker"):
+                pickup_ms(web.client, 5)  # warm up
+                started, answered = pickup_ms(web.client, calls)
+            rows.append(
+                Row("P4a" if kind == "simple" else "P4a ref", f"POST → job start p50, {kind} worker",
+                    median(started), median(answered), "POST answered (202) p50, same calls",
+                    Better.LOWER, 3.0 if kind == "simple" else None, absolute=True, unit="ms")
+            )  # fmt: skip
+    return rows
