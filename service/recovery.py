@@ -14,8 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from rq.job import Job
-from rq.worker import BaseWorker
+from rq import Queue
+from rq.executions import Execution
+from rq.intermediate_queue import IntermediateQueue
+from rq.job import Job, JobStatus
+from rq.worker import BaseWorker, WorkerStatus
 
 JOB_MONITORING_INTERVAL = 5
 HEARTBEAT_MARGIN = 15
@@ -43,3 +46,74 @@ class PromptRecovery(BaseWorker):
         if job.timeout and job.timeout > 0:
             interval = min(interval, max(job.timeout - working_time, 0))
         return int(interval) + HEARTBEAT_MARGIN
+
+
+class ClaimLostError(Exception):
+    """A sweep gave the job back to its queue before this worker claimed it: not this worker's to run."""
+
+
+# KEYS: queue list, job hash. ARGV: job id. Undoes a lost claim's `started`, unless another worker
+# has claimed the job (taking it off the queue) since.
+_UNDO_STARTED = """
+if redis.call('LPOS', KEYS[1], ARGV[1]) then
+  redis.call('HSET', KEYS[2], 'status', 'queued')
+end
+return 0
+"""
+
+
+class ClaimedRuns(BaseWorker):
+    """Each run claimed in one transaction, and a killed horse's run ended once.
+
+    RQ records a run (its execution in the started registry) in the worker, then marks the job
+    started in the work horse. A worker killed in between left a run whose job still read
+    `queued`, which RQ's sweep dropped: the job was lost. Here the run, the `started` status and
+    the job's removal from its intermediate list (service/dequeue.py) are one transaction.
+
+    A work horse that recorded its run's end (a retry queued, a failure saved) and was killed
+    before it exited had its job failed once more by its worker, spending a retry or ending a job
+    that was queued again: the job ran, or ended, twice. The worker now leaves such a run alone.
+    """
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        try:
+            super().execute_job(job, queue)
+        except ClaimLostError:
+            self.log.warning("job %s: given back to its queue before this worker claimed it", job.id)
+            self.set_state(WorkerStatus.IDLE)
+
+    def prepare_execution(self, job: Job) -> Execution:
+        queue_key = Queue.redis_queue_namespace_prefix + job.origin
+        with self.connection.pipeline() as pipe:
+            pipe.lrem(IntermediateQueue.get_intermediate_queue_key(queue_key), 1, job.id)
+            execution = Execution.create(
+                job, self.get_heartbeat_ttl(job), pipeline=pipe, worker_name=self.name
+            )
+            job.set_status(JobStatus.STARTED, pipeline=pipe)
+            self.set_state(WorkerStatus.BUSY, pipeline=pipe)
+            claimed = pipe.execute()[0]
+            if not claimed:  # a sweep took it back meanwhile (this worker stalled): undo the run
+                execution.delete(job=job, pipeline=pipe)
+                pipe.eval(_UNDO_STARTED, 2, queue_key, job.key, job.id)
+                pipe.execute()
+                raise ClaimLostError(job.id)
+        self.executions[execution.id] = execution
+        return execution
+
+    def handle_job_failure(
+        self,
+        job: Job,
+        queue: Queue,
+        started_job_registry: Any = None,
+        exc_string: str = "",
+        execution: Execution | None = None,
+    ) -> None:
+        if (
+            execution is not None
+            and exc_string.startswith("Work-horse terminated unexpectedly")
+            and not self.connection.exists(execution.key)
+        ):
+            # The horse deleted its execution as it recorded the run's end, then was killed.
+            self.log.warning("job %s: work horse killed after it ended the run; nothing more to do", job.id)
+            return
+        super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, cast
 
 from redis.exceptions import RedisError
-from rq import Queue, SimpleWorker, Worker
+from rq import SimpleWorker, Worker
 from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.worker import BaseWorker
@@ -21,9 +21,10 @@ from jobs.enqueueing import CALLBACK_HOOKS, WORKER_QUEUES
 from jobs.registry import Registry, events_channel
 from service import webhooks
 from service.connection import connect
+from service.dequeue import SafeQueue
 from service.jobreport import ReportingWorker
 from service.logs import configure_logging
-from service.recovery import PromptRecovery, worker_options
+from service.recovery import ClaimedRuns, PromptRecovery, worker_options
 from service.settings import load_settings
 from service.shutdown import GracefulStop
 
@@ -59,7 +60,7 @@ class AnnouncingWorker(BaseWorker):
             self.log.warning("could not announce job %s %s: %s", job.id, change, exc)
 
 
-class ForkWorker(PromptRecovery, GracefulStop, ReportingWorker, AnnouncingWorker, Worker):
+class ForkWorker(ClaimedRuns, PromptRecovery, GracefulStop, ReportingWorker, AnnouncingWorker, Worker):
     """RQ's forking worker, with a work horse that lets its worker decide when to stop.
 
     Heroku and honcho send SIGTERM to every process of a dyno, the work horse included; RQ's
@@ -90,7 +91,7 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-class InProcessWorker(ReportingWorker, AnnouncingWorker, SimpleWorker):
+class InProcessWorker(ClaimedRuns, ReportingWorker, AnnouncingWorker, SimpleWorker):
     """RQ's simple worker (jobs run in the worker's own process), announcing job changes."""
 
 
@@ -158,9 +159,10 @@ def build_worker(
     if registry is not None:
         job_class = cast(type[OffloadJob], type("OffloadJob", (OffloadJob,), {"registry": registry}))
     return WORKER_CLASSES[kind](
-        [Queue(q, connection=connection, serializer=JSONSerializer) for q in queues],
+        [SafeQueue(q, connection=connection, serializer=JSONSerializer) for q in queues],
         connection=connection,
         serializer=JSONSerializer,
+        queue_class=SafeQueue,
         job_class=job_class,
         name=name,
         # RQ would log each job's arguments, which may hold personal data or secrets; the job's

@@ -15,9 +15,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from redis import Redis
-from rq.job import Job
 from rq.registry import FailedJobRegistry
-from rq.serializers import JSONSerializer
 from starlette.routing import Mount
 from starlette.websockets import WebSocketDisconnect
 
@@ -205,7 +203,10 @@ def test_the_workers_page_reads_a_busy_workers_json_job(dashboard: TestClient, c
     view = enqueue(dashboard, "word_count", {"text": "<b>bold</b>"})
     worker = build_worker(connection, kind="simple", registry=jobs.registry)
     worker.register_birth()  # type: ignore[no-untyped-call]  # rq leaves it unannotated
-    worker.prepare_execution(Job.fetch(view["id"], connection=connection, serializer=JSONSerializer))
+    taken = worker.dequeue_job_and_maintain_ttl(None)  # as the worker takes it: then claims it
+    assert taken is not None
+    assert taken[0].id == view["id"]
+    worker.prepare_execution(taken[0])
     response = dashboard.get("/dashboard/0/data/workers.json", headers=AUTH)
     assert response.status_code == 200, response.text
     (shown,) = response.json()["workers"]

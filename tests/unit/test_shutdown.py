@@ -67,9 +67,7 @@ def start_run(connection: Redis) -> Iterator[StartRun]:
         behind = very_long_task.enqueue(connection, seconds=1)
         worker = build_worker(connection)
         assert isinstance(worker, ForkWorker)
-        dequeued = Queue.dequeue_any(
-            worker.queues, None, connection=connection, job_class=worker.job_class, serializer=JSONSerializer
-        )
+        dequeued = worker.dequeue_job_and_maintain_ttl(None)
         assert dequeued is not None
         job, queue = dequeued
         execution = worker.prepare_execution(job)

@@ -1,0 +1,191 @@
+"""Taking and claiming jobs (service/dequeue.py, service/recovery.py): no moment a kill loses one."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from redis import Redis
+from rq.exceptions import DequeueTimeout
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+from rq.worker import WorkerStatus
+
+from jobs.enqueueing import EnqueueOptions
+from jobs.examples import count_primes, very_long_task, word_count
+from jobs.queues import MAX_TOKENS, WakingQueue, wake_key
+from service import dequeue
+from service.dequeue import SafeQueue
+from service.recovery import ClaimLostError
+from service.worker import build_worker
+
+
+def intermediate(connection: Redis, queue: str) -> list[str]:
+    return [item.decode() for item in connection.lrange(f"rq:queue:{queue}:intermediate", 0, -1)]
+
+
+def queued(connection: Redis, queue: str) -> list[str]:
+    return [item.decode() for item in connection.lrange(f"rq:queue:{queue}", 0, -1)]
+
+
+def status(connection: Redis, job_id: str) -> str:
+    return Job.fetch(job_id, connection=connection, serializer=JSONSerializer).get_status()
+
+
+def test_a_worker_takes_the_first_job_of_its_first_queue_with_work_into_its_intermediate_list(
+    connection: Redis,
+) -> None:
+    low = word_count.enqueue(connection, EnqueueOptions(queue="low"), text="a b")
+    high = word_count.enqueue(connection, EnqueueOptions(queue="high"), text="a b")
+    worker = build_worker(connection, kind="simple")
+    taken = worker.dequeue_job_and_maintain_ttl(None)
+    assert taken is not None
+    job, queue = taken
+    assert (job.id, queue.name) == (high.id, "high")
+    assert isinstance(queue, SafeQueue)
+    # Out of the queue, not yet anywhere a sweep counts as running: in the intermediate list.
+    assert queued(connection, "high") == []
+    assert intermediate(connection, "high") == [high.id]
+    assert queued(connection, "low") == [low.id]
+
+
+def test_the_claim_records_the_run_marks_it_started_and_leaves_the_intermediate_list_at_once(
+    connection: Redis,
+) -> None:
+    enqueued = word_count.enqueue(connection, text="a b")
+    worker = build_worker(connection, kind="simple")
+    worker.register_birth()  # type: ignore[no-untyped-call]  # rq leaves it unannotated
+    taken = worker.dequeue_job_and_maintain_ttl(None)
+    assert taken is not None
+    execution = worker.prepare_execution(taken[0])
+    assert intermediate(connection, "default") == []
+    assert status(connection, enqueued.id) == JobStatus.STARTED
+    assert enqueued.id in taken[1].started_job_registry.get_job_ids(cleanup=False)
+    assert connection.exists(execution.key)
+    assert worker.get_state() == WorkerStatus.BUSY
+
+
+def test_a_job_taken_by_a_worker_that_died_before_its_claim_goes_back_to_the_front_unrun(
+    connection: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lost = word_count.enqueue(connection, text="a b c")
+    behind = word_count.enqueue(connection, text="d")
+    dead = build_worker(connection, kind="simple", name="dead")
+    assert dead.dequeue_job_and_maintain_ttl(None) is not None  # then killed: no claim
+    sweeper = build_worker(connection, kind="simple", name="sweeper")
+    sweeper.clean_registries()  # first sight: a live worker may be about to claim it
+    assert intermediate(connection, "default") == [lost.id]
+    sweeper.clean_registries()  # within the grace period: still left alone
+    assert intermediate(connection, "default") == [lost.id]
+    monkeypatch.setattr(dequeue, "INTERMEDIATE_GRACE_SECONDS", -1)
+    sweeper.clean_registries()
+    assert intermediate(connection, "default") == []
+    assert queued(connection, "default") == [lost.id, behind.id]
+    assert connection.llen(wake_key("default")) == 1
+    assert status(connection, lost.id) == JobStatus.QUEUED
+    sweeper.work(burst=True)
+    ended = Job.fetch(lost.id, connection=connection, serializer=JSONSerializer)
+    assert ended.get_status() == JobStatus.FINISHED
+    assert ended.return_value()["words"] == 3
+    assert len(ended.results()) == 1
+
+
+def test_a_swept_id_whose_job_is_gone_or_no_longer_queued_is_only_dropped(connection: Redis) -> None:
+    canceled = word_count.enqueue(connection, text="a")
+    worker = build_worker(connection, kind="simple")
+    assert worker.dequeue_job_and_maintain_ttl(None) is not None
+    connection.hset(canceled.key, "status", JobStatus.CANCELED.value)
+    connection.rpush("rq:queue:default:intermediate", "no-such-job")
+    worker.clean_registries()
+    assert intermediate(connection, "default") == []
+    assert queued(connection, "default") == []
+
+
+def test_a_claim_that_comes_after_the_sweep_gave_its_job_back_runs_nothing(
+    connection: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    enqueued = word_count.enqueue(connection, text="a b")
+    stalled = build_worker(connection, kind="simple", name="stalled")
+    stalled.register_birth()  # type: ignore[no-untyped-call]  # rq leaves it unannotated
+    taken = stalled.dequeue_job_and_maintain_ttl(None)
+    assert taken is not None
+    monkeypatch.setattr(dequeue, "INTERMEDIATE_GRACE_SECONDS", -1)
+    sweeper = build_worker(connection, kind="simple", name="sweeper")
+    sweeper.clean_registries()
+    sweeper.clean_registries()
+    assert queued(connection, "default") == [enqueued.id]
+    with pytest.raises(ClaimLostError):
+        stalled.prepare_execution(taken[0])
+    # Undone: no run recorded, the job still queued for whoever takes it next.
+    assert taken[1].started_job_registry.get_job_ids(cleanup=False) == []
+    assert status(connection, enqueued.id) == JobStatus.QUEUED
+    stalled.execute_job(taken[0], taken[1])  # the worker's own path: it runs nothing, and idles
+    assert stalled.get_state() == WorkerStatus.IDLE
+    assert status(connection, enqueued.id) == JobStatus.QUEUED
+    sweeper.work(burst=True)
+    assert len(Job.fetch(enqueued.id, connection=connection, serializer=JSONSerializer).results()) == 1
+
+
+def test_a_horse_killed_after_it_queued_its_own_retry_does_not_fail_the_job_again(connection: Redis) -> None:
+    enqueued = count_primes.enqueue(connection, EnqueueOptions(retries=1), limit=10)
+    worker = build_worker(connection)
+    worker.register_birth()  # type: ignore[no-untyped-call]  # rq leaves it unannotated
+    taken = worker.dequeue_job_and_maintain_ttl(None)
+    assert taken is not None
+    job, queue = taken
+    execution = worker.prepare_execution(job)
+    # The horse's side: the run failed, its retry due, its execution deleted; then SIGKILL.
+    worker.handle_job_failure(job, queue, exc_string="ValueError: boom", execution=execution)
+    stored = Job.fetch(enqueued.id, connection=connection, serializer=JSONSerializer)
+    before = (stored.get_status(), stored.retries_left)
+    assert before[0] in (JobStatus.QUEUED, JobStatus.SCHEDULED)
+    # The worker's side, seeing its horse die.
+    killed = "Work-horse terminated unexpectedly; waitpid returned 9 (signal 9); "
+    worker.handle_job_failure(job, queue, exc_string=killed, execution=execution)
+    after = Job.fetch(enqueued.id, connection=connection, serializer=JSONSerializer)
+    assert (after.get_status(), after.retries_left) == before
+
+
+def test_a_horse_killed_mid_run_still_fails_its_job(connection: Redis) -> None:
+    enqueued = very_long_task.enqueue(connection, seconds=1)
+    worker = build_worker(connection)
+    worker.register_birth()  # type: ignore[no-untyped-call]  # rq leaves it unannotated
+    taken = worker.dequeue_job_and_maintain_ttl(None)
+    assert taken is not None
+    execution = worker.prepare_execution(taken[0])
+    killed = "Work-horse terminated unexpectedly; waitpid returned 9 (signal 9); "
+    worker.handle_job_failure(taken[0], taken[1], exc_string=killed, execution=execution)
+    assert status(connection, enqueued.id) == JobStatus.FAILED
+
+
+def test_pushes_wake_idle_workers_and_an_empty_look_drops_stale_tokens(connection: Redis) -> None:
+    queue = WakingQueue("default", connection=connection, serializer=JSONSerializer)
+    for n in range(MAX_TOKENS + 10):
+        queue.push_job_id(f"job-{n}")
+    assert connection.llen(wake_key("default")) == MAX_TOKENS  # bounded while nobody takes them
+    connection.delete(queue.key)
+    assert SafeQueue.dequeue_any([SafeQueue("default", connection=connection)], None, connection) is None
+    assert connection.llen(wake_key("default")) == 0
+
+
+def test_an_idle_worker_gives_up_after_its_timeout(
+    connection: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+
+    monkeypatch.setattr(dequeue, "WAKE_POLL_SECONDS", 0.01)
+    queues = [SafeQueue(name, connection=connection) for name in ("high", "low")]
+    with pytest.raises(DequeueTimeout):
+        SafeQueue.dequeue_any(queues, 1, connection)
+
+
+def test_grace_is_measured_from_the_first_sweep_that_saw_the_id(connection: Redis) -> None:
+    queue = SafeQueue("default", connection=connection)
+    pending = queue.intermediate_queue
+    connection.rpush(pending.key, "some-job")
+    assert not pending.should_be_cleaned_up("some-job")  # never seen
+    pending.set_first_seen("some-job")
+    assert not pending.should_be_cleaned_up("some-job")
+    seen = pending.get_first_seen("some-job")
+    assert seen is not None
+    connection.set(pending.get_first_seen_key("some-job"), (seen - timedelta(seconds=11)).timestamp())
+    assert pending.should_be_cleaned_up("some-job")
