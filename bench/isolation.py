@@ -5,12 +5,14 @@ jobs enqueued through the API. Baseline: a plain FastAPI app (bench/background_a
 uvicorn command) that runs the same function in two `BackgroundTasks`. Each measures
 `GET /healthz` and `GET /jobs/{id}` (a finished job) idle and busy, alternately over rounds;
 the figure is the median p99 busy over the median p99 idle. The workers run on the same cores as
-the web here (one machine): part of what they cost the web is CPU, not the design.
+the web here (one machine): part of what they cost the web is CPU, not the design. A `ref` row
+measures that part: the same web, its workers idle, while two plain processes count primes.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,7 +27,7 @@ from bench.load import run_wrk
 from bench.processes import Context, running_web, running_workers
 from bench.report import Better, Row, median
 from jobs.examples import count_primes
-from tests.integration.harness import running_redis, wait_until
+from tests.integration.harness import LoggedProcess, child_env, running_redis, start_logged, wait_until
 
 CONNECTIONS = 8
 WORKERS = 2
@@ -118,6 +120,32 @@ def background_system(web_url: str, client: httpx2.Client) -> System:
     return System(web_url, job_path, start, running, lambda: running() == WORKERS, stop)
 
 
+BURNER = f"from jobs.examples import count_primes\nwhile True: count_primes({LIMIT})"
+
+
+def burner_system(web_url: str, job_path: str, log_dir: Path) -> System:
+    """The same web, its workers idle, while two plain processes outside offload count primes.
+
+    What two busy cores alone cost the web on this machine: the floor for any design that runs
+    the work on the same machine as the web.
+    """
+    burners: list[LoggedProcess] = []
+
+    def start(jobs_each: int) -> None:
+        for n in range(WORKERS):
+            command = [sys.executable, "-c", BURNER]
+            burners.append(start_logged(f"burner{n}", command, log_dir / f"burner{n}.log", child_env()))
+
+    def running() -> int:
+        return sum(burner.popen.poll() is None for burner in burners)
+
+    def stop() -> None:
+        while burners:
+            burners.pop().stop()
+
+    return System(web_url, job_path, start, running, lambda: running() == WORKERS, stop)
+
+
 def p3b(ctx: Context) -> list[Row]:
     rounds, seconds = ctx.pick(2, 1), ctx.pick(5, 1)
     began = time.perf_counter()
@@ -133,7 +161,13 @@ def p3b(ctx: Context) -> list[Row]:
     ):
         connection = redis.Redis.from_url(server.url)
         try:
-            offload = measure(offload_system(web.url, web.client, connection), rounds, seconds, jobs_each)
+            system = offload_system(web.url, web.client, connection)
+            offload = measure(system, rounds, seconds, jobs_each)
+            burners = burner_system(web.url, system.job_path, Path(scratch))
+            try:
+                contention = measure(burners, rounds, seconds, jobs_each)
+            finally:
+                burners.stop()
         finally:
             connection.close()
     with (
@@ -146,6 +180,9 @@ def p3b(ctx: Context) -> list[Row]:
     for route, (idle, busy) in offload.items():
         rows.append(Row("P3b", f"{route} p99, {work} (offload's workers)", busy, idle,
                         "idle, same app", Better.LOWER, 1.5, unit="ms"))  # fmt: skip
+    for route, (idle, busy) in contention.items():
+        rows.append(Row("P3b ref", f"{route} p99, offload's web while 2 processes outside it count primes",
+                        busy, idle, "idle, same app", Better.LOWER, None, unit="ms"))  # fmt: skip
     for route, (idle, busy) in baseline.items():
         rows.append(Row("P3b ref", f"{route} p99, {work} (FastAPI BackgroundTasks)", busy, idle,
                         "idle, same app", Better.LOWER, None, unit="ms"))  # fmt: skip
