@@ -17,7 +17,7 @@ from typing import Any
 from rq import Queue
 from rq.executions import Execution
 from rq.intermediate_queue import IntermediateQueue
-from rq.job import Job, JobStatus
+from rq.job import Job
 from rq.worker import BaseWorker, WorkerStatus
 
 JOB_MONITORING_INTERVAL = 5
@@ -89,7 +89,7 @@ class ClaimedRuns(BaseWorker):
             execution = Execution.create(
                 job, self.get_heartbeat_ttl(job), pipeline=pipe, worker_name=self.name
             )
-            job.set_status(JobStatus.STARTED, pipeline=pipe)
+            job.prepare_for_execution(self.name, pipeline=pipe)  # started, by this worker
             self.set_state(WorkerStatus.BUSY, pipeline=pipe)
             claimed = pipe.execute()[0]
             if not claimed:  # a sweep took it back meanwhile (this worker stalled): undo the run

@@ -71,6 +71,12 @@ class GracefulStop(Worker):
         self._run: Run | None = None
         self._grace_timer: threading.Timer | None = None
         self._grace_over = False
+        self._before: dict[str, Any] = {}
+
+    def prepare_execution(self, job: Job) -> Execution:
+        # The claim (service/recovery.py) marks the job started: read it as it was before this run.
+        self._before = {name: getattr(job, name) for name in RUN_FIELDS}
+        return super().prepare_execution(job)
 
     def handle_warm_shutdown_request(self) -> None:
         super().handle_warm_shutdown_request()  # type: ignore[no-untyped-call]  # rq leaves it unannotated
@@ -96,8 +102,7 @@ class GracefulStop(Worker):
         super().request_force_stop(signum, frame)
 
     def monitor_work_horse(self, job: Job, queue: Queue, execution: Execution) -> None:
-        # RQ's monitor sets started_at before it waits: read the job as it was before this run.
-        self._run = Run(job.id, self.horse_pid, {name: getattr(job, name) for name in RUN_FIELDS})
+        self._run = Run(job.id, self.horse_pid, self._before)
         if self._grace_over:  # the stop came while this horse was being forked
             self._interrupt("grace period over")
         try:

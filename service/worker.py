@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, cast
 
 from redis.exceptions import RedisError
-from rq import SimpleWorker, Worker
+from rq import Queue, SimpleWorker, Worker
 from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.worker import BaseWorker
@@ -60,7 +60,7 @@ class AnnouncingWorker(BaseWorker):
             self.log.warning("could not announce job %s %s: %s", job.id, change, exc)
 
 
-class ForkWorker(ClaimedRuns, PromptRecovery, GracefulStop, ReportingWorker, AnnouncingWorker, Worker):
+class ForkWorker(PromptRecovery, GracefulStop, ClaimedRuns, ReportingWorker, AnnouncingWorker, Worker):
     """RQ's forking worker, with a work horse that lets its worker decide when to stop.
 
     Heroku and honcho send SIGTERM to every process of a dyno, the work horse included; RQ's
@@ -68,6 +68,17 @@ class ForkWorker(ClaimedRuns, PromptRecovery, GracefulStop, ReportingWorker, Ann
     running job finish within its grace period, else puts it back on its queue (service/shutdown.py);
     a second signal does that at once, and SIGKILL still ends the horse with its worker.
     """
+
+    def kill_horse(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        # A stop that comes between the claim and the fork: RQ would killpg(getpgid(0)), this
+        # worker's own group. The horse is killed as soon as it exists instead (fork_work_horse).
+        if self.horse_pid:
+            super().kill_horse(sig)
+
+    def fork_work_horse(self, job: Job, queue: Queue) -> None:
+        super().fork_work_horse(job, queue)
+        if self._stopped_job_id == job.id:  # stopped before its horse was there to kill
+            self.kill_horse()
 
     def setup_work_horse_signals(self) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 import pytest
 from redis import Redis
+from rq import Worker
+from rq.command import handle_stop_job_command
 from rq.exceptions import DequeueTimeout
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
-from rq.worker import WorkerStatus
+from rq.utils import as_text
+from rq.worker import BaseWorker, WorkerStatus
 
 from jobs.enqueueing import EnqueueOptions
 from jobs.examples import count_primes, very_long_task, word_count
@@ -17,15 +21,19 @@ from jobs.queues import MAX_TOKENS, WakingQueue, wake_key
 from service import dequeue
 from service.dequeue import SafeQueue
 from service.recovery import ClaimLostError
-from service.worker import build_worker
+from service.worker import ForkWorker, build_worker
 
 
 def intermediate(connection: Redis, queue: str) -> list[str]:
-    return [item.decode() for item in connection.lrange(f"rq:queue:{queue}:intermediate", 0, -1)]
+    return [as_text(item) for item in connection.lrange(f"rq:queue:{queue}:intermediate", 0, -1)]
 
 
 def queued(connection: Redis, queue: str) -> list[str]:
-    return [item.decode() for item in connection.lrange(f"rq:queue:{queue}", 0, -1)]
+    return [as_text(item) for item in connection.lrange(f"rq:queue:{queue}", 0, -1)]
+
+
+def sweep(worker: BaseWorker) -> None:
+    worker.clean_registries()
 
 
 def status(connection: Redis, job_id: str) -> str:
@@ -73,12 +81,12 @@ def test_a_job_taken_by_a_worker_that_died_before_its_claim_goes_back_to_the_fro
     dead = build_worker(connection, kind="simple", name="dead")
     assert dead.dequeue_job_and_maintain_ttl(None) is not None  # then killed: no claim
     sweeper = build_worker(connection, kind="simple", name="sweeper")
-    sweeper.clean_registries()  # first sight: a live worker may be about to claim it
+    sweep(sweeper)  # first sight: a live worker may be about to claim it
     assert intermediate(connection, "default") == [lost.id]
-    sweeper.clean_registries()  # within the grace period: still left alone
+    sweep(sweeper)  # within the grace period: still left alone
     assert intermediate(connection, "default") == [lost.id]
     monkeypatch.setattr(dequeue, "INTERMEDIATE_GRACE_SECONDS", -1)
-    sweeper.clean_registries()
+    sweep(sweeper)
     assert intermediate(connection, "default") == []
     assert queued(connection, "default") == [lost.id, behind.id]
     assert connection.llen(wake_key("default")) == 1
@@ -86,7 +94,7 @@ def test_a_job_taken_by_a_worker_that_died_before_its_claim_goes_back_to_the_fro
     sweeper.work(burst=True)
     ended = Job.fetch(lost.id, connection=connection, serializer=JSONSerializer)
     assert ended.get_status() == JobStatus.FINISHED
-    assert ended.return_value()["words"] == 3
+    assert ended.return_value() == {"words": 3, "unique": 3, "top": [["a", 1], ["b", 1], ["c", 1]]}
     assert len(ended.results()) == 1
 
 
@@ -96,7 +104,7 @@ def test_a_swept_id_whose_job_is_gone_or_no_longer_queued_is_only_dropped(connec
     assert worker.dequeue_job_and_maintain_ttl(None) is not None
     connection.hset(canceled.key, "status", JobStatus.CANCELED.value)
     connection.rpush("rq:queue:default:intermediate", "no-such-job")
-    worker.clean_registries()
+    sweep(worker)
     assert intermediate(connection, "default") == []
     assert queued(connection, "default") == []
 
@@ -111,8 +119,8 @@ def test_a_claim_that_comes_after_the_sweep_gave_its_job_back_runs_nothing(
     assert taken is not None
     monkeypatch.setattr(dequeue, "INTERMEDIATE_GRACE_SECONDS", -1)
     sweeper = build_worker(connection, kind="simple", name="sweeper")
-    sweeper.clean_registries()
-    sweeper.clean_registries()
+    sweep(sweeper)
+    sweep(sweeper)
     assert queued(connection, "default") == [enqueued.id]
     with pytest.raises(ClaimLostError):
         stalled.prepare_execution(taken[0])
@@ -189,3 +197,26 @@ def test_grace_is_measured_from_the_first_sweep_that_saw_the_id(connection: Redi
     assert seen is not None
     connection.set(pending.get_first_seen_key("some-job"), (seen - timedelta(seconds=11)).timestamp())
     assert pending.should_be_cleaned_up("some-job")
+
+
+def test_a_stop_between_the_claim_and_the_fork_kills_the_horse_once_it_exists(
+    connection: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    killed: list[int] = []
+    monkeypatch.setattr(os, "getpgid", lambda pid: pid)
+    monkeypatch.setattr(os, "killpg", lambda group, sig: killed.append(group))
+    enqueued = very_long_task.enqueue(connection, seconds=1)
+    worker = build_worker(connection)
+    assert isinstance(worker, ForkWorker)
+    taken = worker.dequeue_job_and_maintain_ttl(None)
+    assert taken is not None
+    worker.prepare_execution(taken[0])
+    handle_stop_job_command(worker, {"job_id": enqueued.id})  # no horse yet: RQ's killpg(0)
+    assert killed == []
+
+    def fork(self: ForkWorker, job: Job, queue: object) -> None:
+        self._horse_pid = 4242
+
+    monkeypatch.setattr(Worker, "fork_work_horse", fork)
+    worker.fork_work_horse(taken[0], taken[1])
+    assert killed == [4242]
