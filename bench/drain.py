@@ -84,7 +84,7 @@ def drain_once(ctx: Context, redis_url: str, flavour: str, kind: str, count: int
 
 def p4b(ctx: Context) -> list[Row]:
     rounds = ctx.pick(3, 1)
-    counts = {"fork": ctx.pick(1000, 100), "simple": ctx.pick(5000, 300)}
+    counts = {"fork": ctx.pick(500, 100), "simple": ctx.pick(2000, 300)}
     rates: dict[tuple[str, str], list[float]] = {}
     with (
         tempfile.TemporaryDirectory(dir=ctx.scratch) as scratch,

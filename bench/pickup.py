@@ -39,7 +39,7 @@ def pickup_ms(client: httpx2.Client, calls: int) -> tuple[list[float], list[floa
 
 
 def p4a(ctx: Context) -> list[Row]:
-    calls = ctx.pick(200, 20)
+    calls = ctx.pick(100, 20)
     rows = []
     with (
         tempfile.TemporaryDirectory(dir=ctx.scratch) as scratch,
