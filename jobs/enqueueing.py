@@ -15,7 +15,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -343,7 +343,7 @@ Execute = Callable[..., Awaitable[Any]]
 _SOME_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class NewJob:
     """A job the fast path wrote: what RQ would read back from its hash right away."""
 
@@ -374,10 +374,17 @@ async def enqueue_fast(
     options = options or EnqueueOptions()
     if not fast_path_allows(options, None):
         raise ValueError("requests with dependencies go through enqueue()")
-    template = _template(registered, replace(options, at=_SOME_TIME if options.at else None))
-    jobs, command = template.command(
-        registered.name, [params.model_dump(mode="json") for params in inputs], options.at
+    template = _template(
+        registered,
+        options.queue,
+        options.timeout,
+        options.retries,
+        options.result_ttl,
+        options.at is not None,
+        options.at_front,
+        options.callback_url,
     )
+    jobs, command = template.command([params.model_dump(mode="json") for params in inputs], options.at)
     try:
         await execute(*command)
     except NoScriptError:  # a new or restarted Redis: teach it the script; nothing was written
@@ -386,58 +393,80 @@ async def enqueue_fast(
     return jobs
 
 
-@dataclass(frozen=True)
 class _Template:
     """RQ's hash of a job, as `_write` saves it, less what differs from one job to the next."""
 
-    queue: Queue
-    func_name: str
-    mapping: dict[str, Any]  # status first, as `set_status` then `save` leave the hash
-    timeout: int | None
-    retries_left: int | None
-    meta: dict[str, Any]
+    def __init__(self, registered: RegisteredJob[..., Any], options: EnqueueOptions) -> None:
+        # RQ's objects want a client; building them sends nothing.
+        queue = Queue(
+            options.queue or registered.defaults.queue, connection=Redis(), serializer=JSONSerializer
+        )
+        job = _create(queue, registered, {}, options, "template")
+        status = job.get_status(refresh=False)
+        assert status is not None
+        assert job.func_name is not None
+        assert job.ttl is None  # `_write`'s cleanup(ttl=None) adds no EXPIRE; neither does the script
+        if status == JobStatus.QUEUED:
+            # What Queue._prepare_for_queue sets, short of asking Redis its version.
+            job.origin = queue.name
+            job.enqueued_at = now()
+        # Field, value, field, value...: status first, as `set_status` then `save` leave the hash.
+        self.fields: list[Any] = ["status", status.value]
+        for field, value in job.to_dict().items():
+            self.fields += [field, value.value if isinstance(value, JobStatus) else value]
+        value_at = {field: 2 * n + 1 for n, field in enumerate(self.fields[::2])}
+        self.created_at = value_at["created_at"]  # where each job's own values go
+        self.data = value_at["data"]
+        self.description = value_at["description"]
+        self.enqueued_at = value_at.get("enqueued_at")
+        self.func_name = job.func_name
+        self.scheduled = status == JobStatus.SCHEDULED
+        if self.scheduled:
+            self.how, target = "ZADD", ScheduledJobRegistry(queue.name, connection=queue.connection).key
+        else:
+            self.how, target = ("LPUSH" if options.at_front else "RPUSH"), queue.key
+        indexes = [index_key(), index_key(name=registered.name), index_key(queue=queue.name)]
+        self.keys = [queue.redis_queues_keys, queue.key, target, *indexes, COUNTERS_KEY]
+        self.counter = f"{registered.name}:enqueued"
+        self.queue = queue.name
+        self.status = status.value
+        self.timeout = int(job.timeout) if job.timeout is not None else None
+        self.retries_left = job.retries_left
+        self.meta = job.meta
 
-    def command(
-        self, name: str, inputs: list[dict[str, Any]], at: datetime | None
-    ) -> tuple[list[NewJob], list[Any]]:
+    def command(self, inputs: list[dict[str, Any]], at: datetime | None) -> tuple[list[NewJob], list[Any]]:
         """The new jobs, and the EVALSHA that writes them."""
-        queue = self.queue
         stamp = now()  # RQ stamps creation and enqueueing apart; one instant does for both here
         formatted = utcformat(stamp)
         due = calendar.timegm(at.utctimetuple()) if at is not None else None
         first = int(stamp.timestamp() * 1_000_000)
-        keys: list[Any] = [queue.redis_queues_keys, queue.key]
-        if due is not None:
-            keys.append(ScheduledJobRegistry(queue.name, connection=queue.connection).key)
-            how = "ZADD"
-        else:
-            keys.append(queue.key)
-            how = "LPUSH" if self.mapping.get("enqueue_at_front") else "RPUSH"
-        keys += [index_key(), index_key(name=name), index_key(queue=queue.name)]
-        keys.append(COUNTERS_KEY)
-        width = 2 * len(self.mapping)
-        args: list[Any] = [how, first - INDEX_RETENTION_SECONDS * 1_000_000, f"{name}:enqueued", width]
+        keys = list(self.keys)
+        args: list[Any] = [
+            self.how,
+            first - INDEX_RETENTION_SECONDS * 1_000_000,
+            self.counter,
+            len(self.fields),
+        ]
         jobs = []
         for n, kwargs in enumerate(inputs):
             job_id = str(uuid.uuid4())
-            fields = dict(self.mapping)
-            fields["created_at"] = formatted
-            fields["data"] = zlib.compress(JSONSerializer.dumps((self.func_name, None, (), kwargs)))
-            fields["description"] = get_call_string(self.func_name, (), kwargs, max_length=75)
-            if due is None:
-                fields["enqueued_at"] = formatted
+            fields = self.fields.copy()
+            fields[self.created_at] = formatted
+            fields[self.data] = zlib.compress(JSONSerializer.dumps((self.func_name, None, (), kwargs)))
+            fields[self.description] = get_call_string(self.func_name, (), kwargs, max_length=75)
+            if self.enqueued_at is not None:
+                fields[self.enqueued_at] = formatted
             keys.append(Job.key_for(job_id))
-            args += [job_id, "" if due is None else due, first + n]
-            for pair in fields.items():
-                args += pair
+            args += (job_id, "" if due is None else due, first + n)
+            args += fields
             jobs.append(
                 NewJob(
                     id=job_id,
-                    queue=queue.name,
+                    queue=self.queue,
                     kwargs=kwargs,
-                    status=self.mapping["status"],
+                    status=self.status,
                     created_at=stamp,
-                    enqueued_at=stamp if due is None else None,
+                    enqueued_at=None if self.scheduled else stamp,
                     due=due,
                     timeout=self.timeout,
                     retries_left=self.retries_left,
@@ -448,27 +477,25 @@ class _Template:
 
 
 @functools.lru_cache(maxsize=512)
-def _template(registered: RegisteredJob[..., Any], options: EnqueueOptions) -> _Template:
+def _template(
+    registered: RegisteredJob[..., Any],
+    queue: str | None,
+    timeout: int | None,
+    retries: int | None,
+    result_ttl: int | None,
+    scheduled: bool,
+    at_front: bool,
+    callback_url: str | None,
+) -> _Template:
     """The template for these options, made by RQ itself so the fields are always RQ's own."""
-    # RQ's objects want a client; building them sends nothing.
-    queue = Queue(options.queue or registered.defaults.queue, connection=Redis(), serializer=JSONSerializer)
-    job = _create(queue, registered, {}, options, "template")
-    status = job.get_status(refresh=False)
-    if status == JobStatus.QUEUED:
-        # What Queue._prepare_for_queue sets, short of asking Redis its version.
-        job.origin = queue.name
-        job.enqueued_at = now()
-    assert status is not None
-    assert job.func_name is not None
-    assert job.ttl is None  # `_write`'s cleanup(ttl=None) adds no EXPIRE; neither does the script
-    mapping = {"status": status.value}
-    for field, value in job.to_dict().items():
-        mapping[field] = value.value if isinstance(value, JobStatus) else value
-    return _Template(
+    # The options the template depends on; only whether a job is scheduled, not when.
+    options = EnqueueOptions(
         queue=queue,
-        func_name=job.func_name,
-        mapping=mapping,
-        timeout=int(job.timeout) if job.timeout is not None else None,
-        retries_left=job.retries_left,
-        meta=job.meta,
+        timeout=timeout,
+        retries=retries,
+        result_ttl=result_ttl,
+        at=_SOME_TIME if scheduled else None,
+        at_front=at_front,
+        callback_url=callback_url,
     )
+    return _Template(registered, options)

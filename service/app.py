@@ -14,7 +14,7 @@ import jobs
 from jobs.registry import Registry
 from service import errors
 from service.auth import KeyRing, require
-from service.connection import connect, connect_async
+from service.connection import CommandBatcher, connect, connect_async
 from service.dashboard import Dashboard
 from service.limits import BodyLimitMiddleware
 from service.logs import configure_logging
@@ -37,7 +37,7 @@ def create_app(
     async_connection: AsyncRedis | None = None,
 ) -> FastAPI:
     """Build the app; `connection` and `async_connection` (e.g. fakeredis) replace the clients
-    made from REDIS_URL (the asyncio one serves the event streams).
+    made from REDIS_URL (the asyncio one serves the event streams and the common enqueues).
 
     Built without `settings` (by uvicorn, from the Procfile), it also sets up the process's logging
     (LOG_FORMAT, LOG_LEVEL); an app given its settings (tests, embedding) leaves logging to its host.
@@ -60,6 +60,7 @@ def create_app(
         app.state.wait_limiter = anyio.CapacityLimiter(WAIT_THREADS)
         own_async = async_connection is None
         app.state.async_connection = connect_async(settings) if own_async else async_connection
+        app.state.batcher = CommandBatcher(app.state.async_connection)  # the enqueue routes' writes
         try:
             dashboard.start(app.state.connection)
             yield

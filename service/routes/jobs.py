@@ -6,18 +6,30 @@
 import inspect
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 import anyio
-from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response, status
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response, Security, status
+from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, HttpUrl
+from redis import Redis
 
-from jobs.enqueueing import QUEUES, EnqueueOptions, Idempotency, enqueue
+from jobs.enqueueing import (
+    QUEUES,
+    EnqueueOptions,
+    Idempotency,
+    NewJob,
+    enqueue,
+    enqueue_fast,
+    fast_path_allows,
+)
 from jobs.registry import RegisteredJob, Registry
-from service.auth import may_enqueue_job, require
+from service.auth import Principal, api_key_header, authenticate, bearer, may_enqueue_job, require
 from service.deps import ConnectionDep, RegistryDep, SettingsDep
 from service.errors import InvalidOptionError, TooLargeError, UnknownJobNameError
-from service.jobstate import TERMINAL, fetch_job, job_view, job_views, wait_for_end
-from service.schemas import JobView
+from service.jobstate import TERMINAL, dashboard_job_page, fetch_job, job_view, job_views, wait_for_end
+from service.schemas import CallbackView, JobView
+from service.settings import Settings
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 JOB_ID = Path(pattern=JOB_ID_PATTERN, description="The id returned by the enqueue")
@@ -28,7 +40,7 @@ LONGEST_DELAY = timedelta(days=365)
 MAX_DEPENDENCIES = 100
 
 
-def enqueue_options(
+async def enqueue_options(
     queue: Annotated[QueueName | None, Query(description="Queue to use instead of the job's")] = None,
     timeout: Annotated[
         int | None, Query(ge=1, le=7 * 24 * 3600, description="Seconds a run may take")
@@ -59,9 +71,10 @@ def enqueue_options(
         Query(description="POST the job's final view here, signed, when it ends (http or https)"),
     ] = None,
     *,
-    settings: SettingsDep,
+    request: Request,
 ) -> EnqueueOptions:
     """Enqueue options are query parameters, so the body stays the job's own input."""
+    settings: Settings = request.app.state.settings
     for job_id in depends_on:
         if not _valid_id(job_id):
             raise InvalidOptionError("depends_on", f"{job_id!r} is not a job id")
@@ -104,8 +117,8 @@ def _valid_id(job_id: str) -> bool:
     return 0 < len(job_id) <= 128 and all(c.isascii() and (c.isalnum() or c in "_-") for c in job_id)
 
 
-def idempotency(
-    settings: SettingsDep,
+async def idempotency(
+    request: Request,
     key: Annotated[
         str | None,
         Header(
@@ -116,7 +129,7 @@ def idempotency(
         ),
     ] = None,
 ) -> Idempotency | None:
-    return Idempotency(key, settings.idempotency_ttl) if key is not None else None
+    return Idempotency(key, request.app.state.settings.idempotency_ttl) if key is not None else None
 
 
 OptionsDep = Annotated[EnqueueOptions, Depends(enqueue_options)]
@@ -129,7 +142,7 @@ def build_router(registry: Registry) -> APIRouter:
     router = APIRouter(tags=["jobs"])
     # 404, 409, 503 and the other errors are declared app-wide (service/errors.py COMMON_RESPONSES).
     for registered in registry:
-        may_enqueue = [may_enqueue_job(registered.name)]
+        may_enqueue = [_on_event_loop(may_enqueue_job(registered.name))]
         router.add_api_route(
             f"/jobs/{registered.name}",
             _enqueue_endpoint(registered),
@@ -167,23 +180,54 @@ def build_router(registry: Registry) -> APIRouter:
     return router
 
 
+async def _authenticate(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+    header_key: Annotated[str | None, Security(api_key_header)],
+) -> Principal:
+    return authenticate(request, credentials, header_key)
+
+
+def _on_event_loop(check: Any) -> Any:
+    """service/auth.py's enqueue check, run on the event loop rather than in a worker thread.
+
+    FastAPI runs a plain `def` dependency in a thread: two hops per enqueue (the check and the
+    key lookup it depends on) that cost more than all the rest of the request. Both are a few
+    microseconds of CPU, so this calls the same functions from `async def` ones.
+    """
+    sync_check = check.dependency
+
+    async def may_enqueue(principal: Annotated[Principal, Depends(_authenticate)]) -> Principal:
+        checked: Principal = sync_check(principal)
+        return checked
+
+    return Depends(may_enqueue)
+
+
 def _enqueue_endpoint(registered: RegisteredJob[..., Any]) -> Any:
     model = registered.input_model
 
+    # Every dependency costs each request (FastAPI resolves them anew), so the app's objects are
+    # read from its state, not declared as dependencies.
     async def enqueue_job(
         request: Request,
         response: Response,
-        connection: ConnectionDep,
-        registry: RegistryDep,
-        settings: SettingsDep,
         options: OptionsDep,
         key: IdempotencyDep,
         wait: Annotated[float, WAIT] = 0,
         body: Any = None,
     ) -> JobView:
-        _check_wait(wait, settings.max_wait_seconds)
+        state = request.app.state
+        _check_wait(wait, state.settings.max_wait_seconds)
         params = body if body is not None else model()
+        if not wait and fast_path_allows(options, key):  # the common request: on the event loop
+            new = (await enqueue_fast(state.batcher.execute, registered, [params], options))[0]
+            _describe(response, False, new.id)
+            return new_job_view(new, registered.name)
+        connection: Redis = state.connection
+        registry: Registry = state.registry
 
+        # Dependencies and Idempotency-Key WATCH keys, a wait blocks: RQ's path, in a thread.
         def write() -> JobView:
             enqueued = enqueue(connection, registered, [params], options, key)
             job = enqueued.jobs[0]
@@ -201,25 +245,59 @@ def _enqueue_endpoint(registered: RegisteredJob[..., Any]) -> Any:
 
 
 def _batch_endpoint(registered: RegisteredJob[..., Any]) -> Any:
-    def enqueue_batch(
+    async def enqueue_batch(
+        request: Request,
         response: Response,
-        connection: ConnectionDep,
-        registry: RegistryDep,
-        settings: SettingsDep,
         options: OptionsDep,
         key: IdempotencyDep,
         body: Any = None,
     ) -> list[JobView]:
+        state = request.app.state
         items: list[BaseModel] = body
-        if len(items) > settings.max_batch_size:
-            raise TooLargeError(f"a batch holds at most {settings.max_batch_size} items, not {len(items)}")
-        enqueued = enqueue(connection, registered, items, options, key)
-        _describe(response, enqueued.replayed, None)
-        return job_views(connection, enqueued.jobs, registry)
+        if len(items) > state.settings.max_batch_size:
+            limit = state.settings.max_batch_size
+            raise TooLargeError(f"a batch holds at most {limit} items, not {len(items)}")
+        if fast_path_allows(options, key):
+            new = await enqueue_fast(state.batcher.execute, registered, items, options)
+            return [new_job_view(job, registered.name) for job in new]
+        connection: Redis = state.connection
+        registry: Registry = state.registry
+
+        def write() -> list[JobView]:
+            enqueued = enqueue(connection, registered, items, options, key)
+            _describe(response, enqueued.replayed, None)
+            return job_views(connection, enqueued.jobs, registry)
+
+        return await anyio.to_thread.run_sync(write)
 
     body = Body(..., min_length=1, description=f"Inputs of {registered.name}, one job each")
     items = list[registered.input_model]  # type: ignore[name-defined]
     return _with_body(enqueue_batch, items, body, f"enqueue_{registered.name}_batch")
+
+
+def new_job_view(job: NewJob, name: str) -> JobView:
+    """What `job_view` shows of a job just written by `enqueue_fast`, without reading it back."""
+    callback = job.meta.get("callback")
+    return JobView(
+        id=job.id,
+        name=name,
+        status=job.status,
+        queue=job.queue,
+        input=job.kwargs,
+        created_at=job.created_at,
+        enqueued_at=job.enqueued_at,
+        scheduled_for=datetime.fromtimestamp(job.due, UTC) if job.due is not None else None,
+        started_at=None,
+        ended_at=None,
+        worker=None,
+        timeout=job.timeout,
+        attempts=0,
+        retries_left=job.retries_left,
+        depends_on=[],
+        callback=CallbackView.model_validate(callback) if isinstance(callback, dict) else None,
+        url=f"/jobs/{job.id}",
+        dashboard_url=f"{page}{quote(job.id, safe='')}" if (page := dashboard_job_page.get()) else None,
+    )
 
 
 def _with_body(endpoint: Any, annotation: Any, default: Any, name: str) -> Any:
@@ -241,7 +319,7 @@ def _describe(response: Response, replayed: bool, job_id: str | None) -> None:
         response.headers["Idempotent-Replayed"] = "true"
 
 
-def enqueue_unknown(name: str, registry: RegistryDep) -> None:
+async def enqueue_unknown(name: str, registry: RegistryDep) -> None:
     """Any name the catalogue does not hold: a 404 that lists the names it does."""
     raise UnknownJobNameError(name, registry.names())
 

@@ -288,3 +288,40 @@ def test_an_abandoned_job_says_so(client: TestClient, connection: Redis) -> None
     failed = read(client, view["id"])
     assert failed["status"] == "failed"
     assert failed["error"]["type"] == "AbandonedJobError"
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"queue": "high", "retries": 2, "timeout": 30, "result_ttl": 60},
+        {"delay": 120},
+        {"at_front": "true"},
+        {"callback_url": "https://example.com/hook"},
+    ],
+)
+def test_the_answer_to_an_enqueue_is_the_job_as_read_back(
+    make_client: Callable[..., TestClient], params: dict[str, Any]
+) -> None:
+    """The common enqueue answers from what it wrote, without reading the job back: the same view."""
+    client = make_client(webhook_secret="s" * 32)
+    view = enqueue(client, "word_count", {"text": "a b"}, **params)
+    assert view == read(client, view["id"])
+    response = client.post("/jobs/word_count/batch", json=[{"text": "a"}, {"text": "b"}], params=params)
+    assert response.status_code == 202, response.text
+    assert response.json() == [read(client, item["id"]) for item in response.json()]
+
+
+def test_enqueues_with_a_wait_dependencies_or_a_key_take_rqs_path_and_agree(
+    client: TestClient, connection: Redis, run_jobs: Callable[[], None]
+) -> None:
+    first = enqueue(client, "word_count", {"text": "a"})
+    keyed = client.post("/jobs/word_count", json={"text": "a"}, headers={"Idempotency-Key": "k1"})
+    assert keyed.status_code == 202
+    after = enqueue(client, "word_count", {"text": "b"}, depends_on=first["id"])
+    assert after["status"] == "deferred"
+    waited = enqueue(client, "word_count", {"text": "c"}, wait=0.1)
+    assert waited["status"] == "queued"
+    run_jobs()
+    for view in (first, keyed.json(), after, waited):
+        assert read(client, view["id"])["status"] == "finished"
