@@ -68,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quick and not args.no_save:
         when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         RESULTS.write_text(
-            f"# Benchmark results\n\n`python -m bench.run {' '.join(args.names)}`".rstrip()
-            + f" on {when}, {took:.0f} s.\n\nMachine: {host}\n\n{result}\n"
+            f"# Benchmark results\n\n`{' '.join(['python -m bench.run', *args.names])}`"
+            f" on {when}, {took:.0f} s.\n\nMachine: {host}\n\n{result}\n"
         )
     return 0
 
