@@ -28,6 +28,8 @@ from rq.registry import ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 from rq.utils import as_text, get_call_string, now, utcformat
 
+from jobs.queues import MAX_TOKENS, wake, wake_key
+
 if TYPE_CHECKING:
     from redis.client import Pipeline
 
@@ -186,6 +188,8 @@ def _write(
             queue._enqueue_job(job, pipeline=pipe, at_front=options.at_front)
     _index(pipe, registered.name, queue.name, [job.id for job in jobs], now)
     count_event(pipe, registered.name, "enqueued", len(jobs))  # in the transaction: counted iff written
+    if not unmet and options.at is None:
+        wake(pipe, queue.name, len(jobs))  # idle workers take them at once (jobs/queues.py)
     if idempotency is not None:
         record = {"fingerprint": fingerprint, "job_ids": [job.id for job in jobs]}
         pipe.set(idempotency.redis_key, json.dumps(record), ex=idempotency.ttl)
@@ -305,18 +309,19 @@ def _fingerprint(
 # the Redis state both paths leave.
 
 # KEYS: rq:queues, the queue, where the jobs go (the queue, or its scheduled registry), the three
-# listing indexes, the counters, then each job's hash. ARGV: how they go (RPUSH, LPUSH or ZADD),
+# listing indexes, the counters, the queue's wake list (jobs/queues.py), then each job's hash.
+# ARGV: how they go (RPUSH, LPUSH or ZADD),
 # the listing's trim score, the counter field, the number of hash fields and values per job, then
 # per job: its id, its score in the scheduled registry ('' if none), its listing score, its hash.
 WRITE_SCRIPT = """
 local how, trim, counter, width = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local count = #KEYS - 7
+local count = #KEYS - 8
 local listed = {}
 local at = 5
 for i = 1, count do
   local id = ARGV[at]
   redis.call('SADD', KEYS[1], KEYS[2])
-  redis.call('HSET', KEYS[7 + i], unpack(ARGV, at + 3, at + 2 + width))
+  redis.call('HSET', KEYS[8 + i], unpack(ARGV, at + 3, at + 2 + width))
   if how == 'ZADD' then
     redis.call('ZADD', KEYS[3], ARGV[at + 1], id)
   else
@@ -334,8 +339,13 @@ for k = 4, 6 do
   redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', trim)
 end
 redis.call('HINCRBY', KEYS[7], counter, count)
+if how ~= 'ZADD' then
+  for i = 1, math.min(count, MAX_TOKENS) do redis.call('RPUSH', KEYS[8], '1') end
+  redis.call('LTRIM', KEYS[8], -MAX_TOKENS, -1)
+end
 return count
 """
+WRITE_SCRIPT = WRITE_SCRIPT.replace("MAX_TOKENS", str(MAX_TOKENS))
 WRITE_SCRIPT_SHA = hashlib.sha1(WRITE_SCRIPT.encode()).hexdigest()  # noqa: S324 (Redis' script id)
 # What sends one command and returns its reply (service/connection.py batches them).
 Execute = Callable[..., Awaitable[Any]]
@@ -426,7 +436,7 @@ class _Template:
         else:
             self.how, target = ("LPUSH" if options.at_front else "RPUSH"), queue.key
         indexes = [index_key(), index_key(name=registered.name), index_key(queue=queue.name)]
-        self.keys = [queue.redis_queues_keys, queue.key, target, *indexes, COUNTERS_KEY]
+        self.keys = [queue.redis_queues_keys, queue.key, target, *indexes, COUNTERS_KEY, wake_key(queue.name)]
         self.counter = f"{registered.name}:enqueued"
         self.queue = queue.name
         self.status = status.value
