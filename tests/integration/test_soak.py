@@ -14,7 +14,6 @@ import pytest
 from bench.soak import SoakConfig, run
 from tests.integration.harness import RecordProperty
 
-# Out of `make test` until the windows the README's "Soak" section lists are closed: `make soak`.
 pytestmark = [pytest.mark.integration, pytest.mark.soak]
 
 SOAK_JOBS = int(os.environ.get("OFFLOAD_SOAK_JOBS", "2000"))
