@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rq.job import Job, JobStatus
 from rq.utils import now
@@ -25,6 +25,9 @@ from jobs.enqueueing import count_event
 from jobs.registry import Registry
 from service import webhooks
 from service.logs import fields
+
+if TYPE_CHECKING:
+    from redis.client import Pipeline
 
 log = logging.getLogger("offload.job")
 
@@ -44,7 +47,29 @@ def job_name(job: Job) -> str:
     return found.name if found is not None else UNREGISTERED
 
 
-class ReportingWorker(BaseWorker):
+class RecordsSuccess(BaseWorker):
+    """Adds what a success means to offload to RQ's own transaction that saves it: no round trips."""
+
+    _succeeding: Job | None = None
+
+    def handle_job_success(self, job: Job, *args: Any, **kwargs: Any) -> None:
+        self._succeeding = job
+        try:
+            super().handle_job_success(job, *args, **kwargs)
+        finally:
+            self._succeeding = None
+
+    def increment_successful_job_count(self, pipeline: Pipeline | None = None) -> None:
+        # RQ calls this inside the transaction that saves the result; EXEC makes it all visible at once.
+        super().increment_successful_job_count(pipeline)
+        if self._succeeding is not None and pipeline is not None:
+            self.record_success(self._succeeding, pipeline)
+
+    def record_success(self, job: Job, pipeline: Pipeline) -> None:
+        """Queue this worker's writes for a success on `pipeline`; mixins add theirs."""
+
+
+class ReportingWorker(RecordsSuccess):
     """Logs `job started` and `job ended` (with its outcome and duration) and counts each end."""
 
     def prepare_job_execution(self, job: Job, *args: Any, **kwargs: Any) -> None:
@@ -56,7 +81,11 @@ class ReportingWorker(BaseWorker):
 
     def handle_job_success(self, job: Job, *args: Any, **kwargs: Any) -> None:
         super().handle_job_success(job, *args, **kwargs)
-        self._report_end(job, "finished")
+        self._report_end(job, "finished", counted=True)
+
+    def record_success(self, job: Job, pipeline: Pipeline) -> None:
+        super().record_success(job, pipeline)
+        count_event(pipeline, job_name(job), "finished")
 
     def handle_job_failure(self, job: Job, *args: Any, **kwargs: Any) -> None:
         super().handle_job_failure(job, *args, **kwargs)  # now failed, stopped, or due for a retry
@@ -66,10 +95,11 @@ class ReportingWorker(BaseWorker):
         super().handle_job_retry(job, *args, **kwargs)  # the job returned rq's Retry
         self._report_end(job, _failure_outcome(job))
 
-    def _report_end(self, job: Job, outcome: str) -> None:
+    def _report_end(self, job: Job, outcome: str, counted: bool = False) -> None:
         try:
             details = self._job_fields(job)
-            count_event(self.connection, details["job"], outcome)
+            if not counted:
+                count_event(self.connection, details["job"], outcome)
             started, ended = job.started_at, job.ended_at or now()
             duration = (ended - started).total_seconds() if isinstance(started, datetime) else None
             level = logging.INFO if outcome in ("finished", "retried") else logging.WARNING

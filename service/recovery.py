@@ -20,6 +20,8 @@ from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job
 from rq.worker import BaseWorker, WorkerStatus
 
+from jobs.registry import events_channel
+
 JOB_MONITORING_INTERVAL = 5
 HEARTBEAT_MARGIN = 15
 MAINTENANCE_INTERVAL = 15
@@ -90,6 +92,7 @@ class ClaimedRuns(BaseWorker):
                 job, self.get_heartbeat_ttl(job), pipeline=pipe, worker_name=self.name
             )
             job.prepare_for_execution(self.name, pipeline=pipe)  # started, by this worker
+            pipe.publish(events_channel(job.id), "started")  # for GET /jobs/{id}/events
             self.set_state(WorkerStatus.BUSY, pipeline=pipe)
             claimed = pipe.execute()[0]
             if not claimed:  # a sweep took it back meanwhile (this worker stalled): undo the run

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import gc
 import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker, Worker
 from rq.job import Job
 from rq.serializers import JSONSerializer
-from rq.worker import BaseWorker
 
 import jobs
 from jobs.enqueueing import CALLBACK_HOOKS, WORKER_QUEUES
@@ -22,27 +22,28 @@ from jobs.registry import Registry, events_channel
 from service import webhooks
 from service.connection import connect
 from service.dequeue import SafeQueue
-from service.jobreport import ReportingWorker
+from service.jobreport import RecordsSuccess, ReportingWorker
 from service.logs import configure_logging
 from service.recovery import ClaimedRuns, PromptRecovery, worker_options
 from service.settings import load_settings
 from service.shutdown import GracefulStop
 
+if TYPE_CHECKING:
+    from redis.client import Pipeline
 
-class AnnouncingWorker(BaseWorker):
+
+class AnnouncingWorker(RecordsSuccess):
     """Announces each state change of a job, once RQ has saved it, on the job's events channel.
 
     `GET /jobs/{id}/events` streams wake on it instead of polling. RQ writes a job's result only
     after the job function returns, so only the worker can say when the end is readable.
     """
 
-    def prepare_job_execution(self, job: Job, *args: Any, **kwargs: Any) -> None:
-        super().prepare_job_execution(job, *args, **kwargs)
-        self._announce(job, "started")
+    # "started" goes out with the claim that marks the job started (service/recovery.py).
 
-    def handle_job_success(self, job: Job, *args: Any, **kwargs: Any) -> None:
-        super().handle_job_success(job, *args, **kwargs)
-        self._announce(job, "succeeded")
+    def record_success(self, job: Job, pipeline: Pipeline) -> None:
+        super().record_success(job, pipeline)
+        pipeline.publish(events_channel(job.id), "succeeded")  # in RQ's transaction that saves it
 
     def handle_job_failure(self, job: Job, *args: Any, **kwargs: Any) -> None:
         super().handle_job_failure(job, *args, **kwargs)  # now failed, stopped, or due for a retry
@@ -76,6 +77,7 @@ class ForkWorker(PromptRecovery, GracefulStop, ClaimedRuns, ReportingWorker, Ann
             super().kill_horse(sig)
 
     def fork_work_horse(self, job: Job, queue: Queue) -> None:
+        gc.freeze()
         super().fork_work_horse(job, queue)
         if self._stopped_job_id == job.id:  # stopped before its horse was there to kill
             self.kill_horse()
