@@ -9,8 +9,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 import anyio
-from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response, Security, status
-from fastapi.security import HTTPAuthorizationCredentials
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response, status
 from pydantic import BaseModel, HttpUrl
 from redis import Redis
 
@@ -24,7 +23,7 @@ from jobs.enqueueing import (
     fast_path_allows,
 )
 from jobs.registry import RegisteredJob, Registry
-from service.auth import Principal, api_key_header, authenticate, bearer, may_enqueue_job, require
+from service.auth import may_enqueue_job, require
 from service.deps import ConnectionDep, RegistryDep, SettingsDep
 from service.errors import InvalidOptionError, TooLargeError, UnknownJobNameError
 from service.jobstate import TERMINAL, dashboard_job_page, fetch_job, job_view, job_views, wait_for_end
@@ -142,7 +141,7 @@ def build_router(registry: Registry) -> APIRouter:
     router = APIRouter(tags=["jobs"])
     # 404, 409, 503 and the other errors are declared app-wide (service/errors.py COMMON_RESPONSES).
     for registered in registry:
-        may_enqueue = [_on_event_loop(may_enqueue_job(registered.name))]
+        may_enqueue = [may_enqueue_job(registered.name)]
         router.add_api_route(
             f"/jobs/{registered.name}",
             _enqueue_endpoint(registered),
@@ -178,30 +177,6 @@ def build_router(registry: Registry) -> APIRouter:
         "/jobs/{job_id}", read_job, methods=["GET"], response_model=JobView, dependencies=[require("read")]
     )
     return router
-
-
-async def _authenticate(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
-    header_key: Annotated[str | None, Security(api_key_header)],
-) -> Principal:
-    return authenticate(request, credentials, header_key)
-
-
-def _on_event_loop(check: Any) -> Any:
-    """service/auth.py's enqueue check, run on the event loop rather than in a worker thread.
-
-    FastAPI runs a plain `def` dependency in a thread: two hops per enqueue (the check and the
-    key lookup it depends on) that cost more than all the rest of the request. Both are a few
-    microseconds of CPU, so this calls the same functions from `async def` ones.
-    """
-    sync_check = check.dependency
-
-    async def may_enqueue(principal: Annotated[Principal, Depends(_authenticate)]) -> Principal:
-        checked: Principal = sync_check(principal)
-        return checked
-
-    return Depends(may_enqueue)
 
 
 def _enqueue_endpoint(registered: RegisteredJob[..., Any]) -> Any:
