@@ -69,8 +69,32 @@ class RecordsSuccess(BaseWorker):
         """Queue this worker's writes for a success on `pipeline`; mixins add theirs."""
 
 
+# RQ's own INFO lines for each job, which `job started` and `job ended` say again with the job's
+# name and outcome: one job would log six lines, and a fast job spend more time logging than running.
+RQ_JOB_LINES = frozenset(
+    {
+        "Worker %s: %s: %s",  # taken from a queue
+        "Worker %s: %s: %s (%s)",  # Job OK
+        "Successfully completed job %s in %ss on worker %s",
+        "Successfully completed %s job in %ss on worker %s",
+        "Worker %s: job %s result is kept for %s seconds",
+        "Worker %s: job %s result discarded immediately",
+    }
+)
+
+
+def _not_an_rq_job_line(record: logging.LogRecord) -> bool:
+    return record.levelno > logging.INFO or record.msg not in RQ_JOB_LINES
+
+
 class ReportingWorker(RecordsSuccess):
     """Logs `job started` and `job ended` (with its outcome and duration) and counts each end."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        rq_log = logging.getLogger("rq.worker")
+        if _not_an_rq_job_line not in rq_log.filters:
+            rq_log.addFilter(_not_an_rq_job_line)
 
     def prepare_job_execution(self, job: Job, *args: Any, **kwargs: Any) -> None:
         super().prepare_job_execution(job, *args, **kwargs)
