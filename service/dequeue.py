@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from rq.exceptions import DequeueTimeout
 from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job, JobStatus
-from rq.utils import as_text, now
+from rq.utils import as_text, backend_class, now
 
 from jobs.queues import WakingQueue, wake_key
 
@@ -38,13 +38,15 @@ WAKE_POLL_SECONDS = 0.5
 INTERMEDIATE_GRACE_SECONDS = 10
 
 # KEYS: n queue lists, then their n intermediate lists, then their n wake lists.
-# Takes the first id of the first non-empty queue into its intermediate list; with every queue
-# empty, drops the wake tokens: they announce jobs that are gone already.
+# Takes the first id of the first non-empty queue into its intermediate list, and returns it with
+# the job's hash (one round trip less; the hash's key is RQ's, derived from the id: not for Redis
+# Cluster, which RQ does not support either). With every queue empty, drops the wake tokens: they
+# announce jobs that are gone already.
 _TAKE = """
 local n = #KEYS / 3
 for i = 1, n do
   local id = redis.call('LMOVE', KEYS[i], KEYS[n + i], 'LEFT', 'RIGHT')
-  if id then return {i, id} end
+  if id then return {i, id, redis.call('HGETALL', 'rq:job:' .. id)} end
 end
 redis.call('DEL', unpack(KEYS, 2 * n + 1, 3 * n))
 return false
@@ -116,20 +118,27 @@ class SafeQueue(WakingQueue):
         while True:
             taken: Any = connection.eval(_TAKE, len(keys), *keys)
             if taken:
-                queue = queues[int(taken[0]) - 1]
-                job_id = as_text(taken[1])
-                fetched = cls._fetch_dequeued_job(
-                    connection,
-                    queue.key,
-                    job_id,
-                    job_class=job_class,
+                index, job_id, stored = int(taken[0]) - 1, as_text(taken[1]), taken[2]
+                if not stored:  # its job is gone (deleted, expired)
+                    connection.lrem(queues[index].intermediate_queue_key, 1, job_id)
+                    continue
+                # What RQ's _fetch_dequeued_job makes of it, from the hash the script read.
+                job_cls: type[Job] = backend_class(cls, "job_class", override=job_class)
+                queue = cls.from_queue_key(
+                    queues[index].key,
+                    connection=connection,
+                    job_class=job_cls,
                     serializer=serializer,
                     death_penalty_class=death_penalty_class,
                 )
-                if fetched is not None:
-                    return fetched
-                connection.lrem(queue.intermediate_queue_key, 1, job_id)  # its job is gone
-                continue
+                job = job_cls(job_id, connection=connection, serializer=serializer)
+                try:
+                    job.restore(dict(zip(stored[::2], stored[1::2], strict=True)))
+                except Exception as exc:
+                    exc.job_id = job_id  # type: ignore[attr-defined]  # as RQ reports a bad job
+                    exc.queue = queue  # type: ignore[attr-defined]
+                    raise
+                return job, queue
             if deadline is None:
                 return None
             left = deadline - time.monotonic()

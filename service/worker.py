@@ -24,7 +24,7 @@ from service.connection import connect
 from service.dequeue import SafeQueue
 from service.jobreport import RecordsSuccess, ReportingWorker
 from service.logs import configure_logging
-from service.recovery import ClaimedRuns, PromptRecovery, worker_options
+from service.recovery import ClaimedRuns, PromptRecovery, StartedByClaim, worker_options
 from service.settings import load_settings
 from service.shutdown import GracefulStop
 
@@ -61,7 +61,9 @@ class AnnouncingWorker(RecordsSuccess):
             self.log.warning("could not announce job %s %s: %s", job.id, change, exc)
 
 
-class ForkWorker(PromptRecovery, GracefulStop, ClaimedRuns, ReportingWorker, AnnouncingWorker, Worker):
+class ForkWorker(
+    PromptRecovery, GracefulStop, ClaimedRuns, ReportingWorker, AnnouncingWorker, StartedByClaim, Worker
+):
     """RQ's forking worker, with a work horse that lets its worker decide when to stop.
 
     Heroku and honcho send SIGTERM to every process of a dyno, the work horse included; RQ's
@@ -104,7 +106,7 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-class InProcessWorker(ClaimedRuns, ReportingWorker, AnnouncingWorker, SimpleWorker):
+class InProcessWorker(ClaimedRuns, ReportingWorker, AnnouncingWorker, StartedByClaim, SimpleWorker):
     """RQ's simple worker (jobs run in the worker's own process), announcing job changes."""
 
 
