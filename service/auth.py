@@ -102,15 +102,25 @@ async def authenticate(
 PrincipalDep = Annotated[Principal, Depends(authenticate)]
 
 
+async def authenticate_request(request: Request) -> Principal:
+    """`authenticate` for a handler that resolves no dependencies: the same schemes, the same errors."""
+    return await authenticate(request, await bearer(request), await api_key_header(request))
+
+
+def check_may_enqueue(principal: Principal, name: str) -> Principal:
+    """The principal, if it may enqueue the job `name`; else a 403 saying why."""
+    if "enqueue" not in principal.scopes:
+        raise ForbiddenError(f"this API key ({principal.name}) lacks the 'enqueue' scope")
+    if not principal.may_enqueue(name):
+        raise ForbiddenError(f"this API key ({principal.name}) may not enqueue {name!r}")
+    return principal
+
+
 def may_enqueue_job(name: str) -> Any:
     """A dependency that lets through only keys that may enqueue the job `name`."""
 
     async def check(principal: PrincipalDep) -> Principal:
-        if "enqueue" not in principal.scopes:
-            raise ForbiddenError(f"this API key ({principal.name}) lacks the 'enqueue' scope")
-        if not principal.may_enqueue(name):
-            raise ForbiddenError(f"this API key ({principal.name}) may not enqueue {name!r}")
-        return principal
+        return check_may_enqueue(principal, name)
 
     return Depends(check)
 

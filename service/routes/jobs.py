@@ -6,7 +6,6 @@
 import inspect
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
-from urllib.parse import quote
 
 import anyio
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response, status
@@ -17,7 +16,6 @@ from jobs.enqueueing import (
     QUEUES,
     EnqueueOptions,
     Idempotency,
-    NewJob,
     enqueue,
     enqueue_fast,
     fast_path_allows,
@@ -26,8 +24,9 @@ from jobs.registry import RegisteredJob, Registry
 from service.auth import may_enqueue_job, require
 from service.deps import ConnectionDep, RegistryDep, SettingsDep
 from service.errors import InvalidOptionError, TooLargeError, UnknownJobNameError
-from service.jobstate import TERMINAL, dashboard_job_page, fetch_job, job_view, job_views, wait_for_end
-from service.schemas import CallbackView, JobView
+from service.jobstate import TERMINAL, fetch_job, job_view, job_views, wait_for_end
+from service.routes.fast_enqueue import enqueue_route, new_job_view
+from service.schemas import JobView
 from service.settings import Settings
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
@@ -149,6 +148,7 @@ def build_router(registry: Registry) -> APIRouter:
             methods=["POST"],
             status_code=status.HTTP_202_ACCEPTED,
             response_model=JobView,
+            route_class_override=enqueue_route(registered),  # the common request skips the options
             operation_id=f"enqueue_{registered.name}",
             summary=f"Enqueue {registered.name}",
             description=registered.description,
@@ -248,31 +248,6 @@ def _batch_endpoint(registered: RegisteredJob[..., Any]) -> Any:
     body = Body(..., min_length=1, description=f"Inputs of {registered.name}, one job each")
     items = list[registered.input_model]  # type: ignore[name-defined]
     return _with_body(enqueue_batch, items, body, f"enqueue_{registered.name}_batch")
-
-
-def new_job_view(job: NewJob, name: str) -> JobView:
-    """What `job_view` shows of a job just written by `enqueue_fast`, without reading it back."""
-    callback = job.meta.get("callback")
-    return JobView(
-        id=job.id,
-        name=name,
-        status=job.status,
-        queue=job.queue,
-        input=job.kwargs,
-        created_at=job.created_at,
-        enqueued_at=job.enqueued_at,
-        scheduled_for=datetime.fromtimestamp(job.due, UTC) if job.due is not None else None,
-        started_at=None,
-        ended_at=None,
-        worker=None,
-        timeout=job.timeout,
-        attempts=0,
-        retries_left=job.retries_left,
-        depends_on=[],
-        callback=CallbackView.model_validate(callback) if isinstance(callback, dict) else None,
-        url=f"/jobs/{job.id}",
-        dashboard_url=f"{page}{quote(job.id, safe='')}" if (page := dashboard_job_page.get()) else None,
-    )
 
 
 def _with_body(endpoint: Any, annotation: Any, default: Any, name: str) -> Any:
