@@ -88,7 +88,9 @@ def create_app(
     app.include_router(events.router, dependencies=[require("read")])
     app.include_router(listing.router, dependencies=[require("read")])
     app.include_router(control.router, dependencies=[require("admin")])
-    app.include_router(job_routes.build_router(registry))
+    # On the app's own router, in their place: an included router costs every request it serves
+    # two passes over its routes (FastAPI matches them again to dispatch), the jobs' a dozen.
+    job_routes.add_routes(app.router, registry)
     dashboard.install(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     # Added last, so outermost: it sees every answer, the body limit's 413s included.

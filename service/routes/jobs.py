@@ -5,6 +5,7 @@
 
 import inspect
 from datetime import UTC, datetime, timedelta
+from enum import Enum
 from typing import Annotated, Any, Literal
 
 import anyio
@@ -36,6 +37,7 @@ QueueName = Literal[QUEUES]  # type: ignore[valid-type]
 PAST_GRACE = timedelta(seconds=5)
 LONGEST_DELAY = timedelta(days=365)
 MAX_DEPENDENCIES = 100
+TAGS: list[str | Enum] = ["jobs"]
 
 
 async def enqueue_options(
@@ -135,9 +137,8 @@ IdempotencyDep = Annotated[Idempotency | None, Depends(idempotency)]
 WAIT = Query(ge=0, description="Seconds to wait for the job to end before answering")
 
 
-def build_router(registry: Registry) -> APIRouter:
-    """The jobs routes for this registry's catalogue."""
-    router = APIRouter(tags=["jobs"])
+def add_routes(router: APIRouter, registry: Registry) -> None:
+    """Add the jobs routes for this registry's catalogue, tagged `jobs`."""
     # 404, 409, 503 and the other errors are declared app-wide (service/errors.py COMMON_RESPONSES).
     for registered in registry:
         may_enqueue = [may_enqueue_job(registered.name)]
@@ -150,6 +151,7 @@ def build_router(registry: Registry) -> APIRouter:
             response_model=JobView,
             route_class_override=enqueue_route(registered),  # the common request skips the options
             operation_id=f"enqueue_{registered.name}",
+            tags=TAGS,
             summary=f"Enqueue {registered.name}",
             description=registered.description,
         )
@@ -161,6 +163,7 @@ def build_router(registry: Registry) -> APIRouter:
             status_code=status.HTTP_202_ACCEPTED,
             response_model=list[JobView],
             operation_id=f"enqueue_{registered.name}_batch",
+            tags=TAGS,
             summary=f"Enqueue a batch of {registered.name}",
             description=f"One {registered.name} job per item, all or none. {registered.description}",
             responses={413: {"description": "More items than MAX_BATCH_SIZE"}},
@@ -169,14 +172,19 @@ def build_router(registry: Registry) -> APIRouter:
     unknown: dict[str, Any] = {
         "methods": ["POST"],
         "include_in_schema": False,
+        "tags": TAGS,
         "dependencies": [require("enqueue")],
     }
     router.add_api_route("/jobs/{name}", enqueue_unknown, **unknown)
     router.add_api_route("/jobs/{name}/batch", enqueue_unknown, **unknown)
     router.add_api_route(
-        "/jobs/{job_id}", read_job, methods=["GET"], response_model=JobView, dependencies=[require("read")]
+        "/jobs/{job_id}",
+        read_job,
+        methods=["GET"],
+        response_model=JobView,
+        dependencies=[require("read")],
+        tags=TAGS,
     )
-    return router
 
 
 def _enqueue_endpoint(registered: RegisteredJob[..., Any]) -> Any:
