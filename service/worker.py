@@ -24,7 +24,7 @@ from service.connection import connect
 from service.dequeue import SafeQueue
 from service.jobreport import RecordsSuccess, ReportingWorker
 from service.logs import configure_logging
-from service.recovery import ClaimedRuns, PromptRecovery, StartedByClaim, worker_options
+from service.recovery import ClaimedRuns, FewerRoundTrips, PromptRecovery, StartedByClaim, worker_options
 from service.settings import load_settings
 from service.shutdown import GracefulStop
 
@@ -62,7 +62,14 @@ class AnnouncingWorker(RecordsSuccess):
 
 
 class ForkWorker(
-    PromptRecovery, GracefulStop, ClaimedRuns, ReportingWorker, AnnouncingWorker, StartedByClaim, Worker
+    PromptRecovery,
+    GracefulStop,
+    ClaimedRuns,
+    ReportingWorker,
+    AnnouncingWorker,
+    StartedByClaim,
+    FewerRoundTrips,
+    Worker,
 ):
     """RQ's forking worker, with a work horse that lets its worker decide when to stop.
 
@@ -106,7 +113,9 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-class InProcessWorker(ClaimedRuns, ReportingWorker, AnnouncingWorker, StartedByClaim, SimpleWorker):
+class InProcessWorker(
+    ClaimedRuns, ReportingWorker, AnnouncingWorker, StartedByClaim, FewerRoundTrips, SimpleWorker
+):
     """RQ's simple worker (jobs run in the worker's own process), announcing job changes."""
 
 
