@@ -77,6 +77,11 @@ class Settings(BaseSettings):
         description="A stopping forking worker's running job has this long to finish, then goes back "
         "to the front of its queue (under Heroku's 30 s before SIGKILL)",
     )
+    worker_nice: Annotated[int, Field(ge=0, le=19)] = Field(
+        10,
+        description="Workers (and their jobs) run at this CPU niceness, so that on a machine they share "
+        "with the web, CPU-heavy jobs do not slow its answers; 0 for the same priority as the web",
+    )
     webhook_secret: SecretStr | None = Field(
         None, description="Signs webhook deliveries (HMAC-SHA256); `callback_url` needs it"
     )

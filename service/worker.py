@@ -216,6 +216,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     level = (args.log_level or settings.log_level).upper()
     # RQ's own lines (rq.worker, rq.job, rq.scheduler) then go through this handler, in LOG_FORMAT.
     configure_logging(settings.log_format, level)
+    # Lower priority for this process and the work horses it forks: the web keeps the CPU it needs
+    # when jobs compute on the same machine (a dyno, `make run`); they still get every idle cycle.
+    os.nice(settings.worker_nice)
     worker = build_worker(connect(settings, patient=True), args.queues, args.kind, args.name)
     if isinstance(worker, GracefulStop):  # a simple worker cannot interrupt the job it runs
         worker.grace_seconds = settings.worker_grace_seconds

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -79,5 +80,8 @@ def test_main_gives_a_forking_worker_its_grace_period(
     monkeypatch.setattr("service.worker.configure_logging", lambda *args: None)
     seen: list[float] = []
     monkeypatch.setattr(ForkWorker, "work", lambda self, **options: seen.append(self.grace_seconds))
+    niceness: list[int] = []
+    monkeypatch.setattr(os, "nice", niceness.append)
     main([])
     assert seen == [7.5]
+    assert niceness == [10]  # WORKER_NICE's default: jobs yield the CPU to the web
