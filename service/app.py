@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -40,8 +41,10 @@ def create_app(
     made from REDIS_URL (the asyncio one serves the event streams and the common enqueues).
 
     Built without `settings` (by uvicorn, from the Procfile), it also sets up the process's logging
-    (LOG_FORMAT, LOG_LEVEL); an app given its settings (tests, embedding) leaves logging to its host.
+    (LOG_FORMAT, LOG_LEVEL) and, once started, its garbage collection; an app given its settings
+    (tests, embedding) leaves the process to its host.
     """
+    own_process = settings is None
     if settings is None:
         settings = load_settings()
         configure_logging(settings.log_format, settings.log_level)
@@ -63,6 +66,8 @@ def create_app(
         app.state.batcher = CommandBatcher(app.state.async_connection)  # the enqueue routes' writes
         try:
             dashboard.start(app.state.connection)
+            if own_process:
+                freeze_startup_heap()
             yield
         finally:
             dashboard.stop()
@@ -96,3 +101,16 @@ def create_app(
     # Added last, so outermost: it sees every answer, the body limit's 413s included.
     app.add_middleware(RequestObserver, metrics=metrics)
     return app
+
+
+def freeze_startup_heap() -> None:
+    """Leave what startup built (modules, the app, its schemas: ~90,000 objects) out of every
+    garbage collection from now on.
+
+    Concurrent enqueues keep hundreds of young objects alive while they wait on Redis together,
+    so the collector runs every few requests, and each full collection walked the whole startup
+    heap: a quarter of an enqueue's CPU. Frozen objects are still freed once unreferenced; only
+    cycles among them would stay, hence the collection first.
+    """
+    gc.collect()
+    gc.freeze()
