@@ -19,7 +19,7 @@ SCRIPT = """
 wrk.method = "{method}"
 wrk.body = [==[{body}]==]
 wrk.headers["Content-Type"] = "application/json"
-
+{pace}
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
@@ -66,12 +66,19 @@ def run_wrk(
     method: str = "GET",
     body: str = "",
     timeout: float = 30.0,
+    pace_ms: float | None = None,
 ) -> Load:
-    """Load `url` for `seconds` from `connections` keep-alive connections; every answer must be 2xx/3xx."""
+    """Load `url` for `seconds` from `connections` keep-alive connections; every answer must be 2xx/3xx.
+
+    `pace_ms`: each connection waits this long after an answer before its next request (wrk's
+    `delay`), so the offered rate is about connections / pace: a load short of saturation, where
+    latency is the server's own and not the queue a closed loop builds in front of it.
+    """
     if "]==]" in body:
         raise ValueError("the body holds the Lua bracket this script quotes it with")
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(SCRIPT.format(method=method, body=body))
+        pace = f"delay = function() return {pace_ms:g} end\n" if pace_ms is not None else ""
+        script.write(SCRIPT.format(method=method, body=body, pace=pace))
     try:
         command = [
             require_wrk(),
