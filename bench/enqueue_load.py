@@ -124,5 +124,6 @@ def p3a(ctx: Context) -> list[Row]:
         Row("P3a", f"POST {ROUTE} ({JOB_SECONDS:g} s job) p99, c{CONNECTIONS}, {rate:,} req/s offered",
             median(p99s), held.p99_ms, blocking, Better.LOWER, 20.0, absolute=True, unit="ms"),
         Row("P3a ref", f"the same, c{CONNECTIONS} closed loop (saturated, {at_most:,.0f} req/s)",
-            median([load.p99_ms for load in saturated]), held.p99_ms, blocking, Better.LOWER, None, unit="ms"),
+            median([load.p99_ms for load in saturated]), held.p99_ms, blocking, Better.LOWER, None,
+            unit="ms"),
     ]  # fmt: skip
