@@ -82,6 +82,12 @@ class Settings(BaseSettings):
         description="Workers (and their jobs) run at this CPU niceness, so that on a machine they share "
         "with the web, CPU-heavy jobs do not slow its answers; 0 for the same priority as the web",
     )
+    job_idle_priority: bool = Field(
+        True,
+        description="A forking worker's jobs run at Linux's idle CPU priority (SCHED_IDLE): only on CPU "
+        "time nothing else on the machine wants, the web's answers first; the worker itself keeps "
+        "WORKER_NICE, so its heartbeats go on whatever the jobs get",
+    )
     webhook_secret: SecretStr | None = Field(
         None, description="Signs webhook deliveries (HMAC-SHA256); `callback_url` needs it"
     )

@@ -52,7 +52,11 @@ def test_build_worker_listens_to_the_queues_in_priority_order(connection: Redis)
     assert build_worker(connection, ["low"], kind="simple").queue_names() == ["low"]
 
 
-def test_the_work_horse_ignores_sigterm_so_warm_shutdown_can_finish_the_job(connection: Redis) -> None:
+def test_the_work_horse_ignores_sigterm_so_warm_shutdown_can_finish_the_job(
+    connection: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    policies: list[int] = []
+    monkeypatch.setattr(os, "sched_setscheduler", lambda pid, policy, param: policies.append(policy))
     worker = build_worker(connection)
     assert isinstance(worker, ForkWorker)
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -60,6 +64,7 @@ def test_the_work_horse_ignores_sigterm_so_warm_shutdown_can_finish_the_job(conn
         worker.setup_work_horse_signals()
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert policies == [os.SCHED_IDLE]  # the job yields the CPU to anything else, the web first
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -79,9 +84,16 @@ def test_main_gives_a_forking_worker_its_grace_period(
     monkeypatch.setattr("service.worker.connect", lambda settings, patient: connection)
     monkeypatch.setattr("service.worker.configure_logging", lambda *args: None)
     seen: list[float] = []
-    monkeypatch.setattr(ForkWorker, "work", lambda self, **options: seen.append(self.grace_seconds))
+    seen_idle: list[bool] = []
+
+    def work(self: ForkWorker, **options: object) -> None:
+        seen.append(self.grace_seconds)
+        seen_idle.append(self.idle_priority)
+
+    monkeypatch.setattr(ForkWorker, "work", work)
     niceness: list[int] = []
     monkeypatch.setattr(os, "nice", niceness.append)
     main([])
     assert seen == [7.5]
     assert niceness == [10]  # WORKER_NICE's default: jobs yield the CPU to the web
+    assert seen_idle == [True]
