@@ -9,10 +9,13 @@ The baseline beside each is when the POST's own answer (202) arrived, in the sam
 
 from __future__ import annotations
 
+import http.client
+import json
 import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx2
 
@@ -24,17 +27,30 @@ KINDS = {"simple": "--kind simple", "fork": ""}
 
 
 def pickup_ms(client: httpx2.Client, calls: int) -> tuple[list[float], list[float]]:
-    """Per call: ms from sending the POST to the job's start, and to the POST's answer."""
+    """Per call: ms from sending the POST to the job's start, and to the POST's answer.
+
+    The POST goes out through the standard library's `http.client`, a thinner client than httpx's
+    (about 0.4 ms less of this machine's two cores a call): the figure is offload's, the client's
+    own cost aside. The job is then read through `client`.
+    """
     started: list[float] = []
     answered: list[float] = []
-    for n in range(calls):
-        sent = time.time()
-        response = client.post("/jobs/word_count", json={"text": f"call {n}"})
-        answered.append((time.time() - sent) * 1000)
-        assert response.status_code == 202, response.text
-        job = client.get(response.headers["Location"], params={"wait": 10}, timeout=20).json()
-        assert job["status"] == "finished", job
-        started.append((datetime.fromisoformat(job["started_at"]).timestamp() - sent) * 1000)
+    url = urlsplit(str(client.base_url))
+    post = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=20)
+    try:
+        for n in range(calls):
+            body = json.dumps({"text": f"call {n}"})
+            sent = time.time()
+            post.request("POST", "/jobs/word_count", body, {"Content-Type": "application/json"})
+            response = post.getresponse()
+            text = response.read()
+            answered.append((time.time() - sent) * 1000)
+            assert response.status == 202, text
+            job = client.get(response.headers["Location"], params={"wait": 10}, timeout=20).json()
+            assert job["status"] == "finished", job
+            started.append((datetime.fromisoformat(job["started_at"]).timestamp() - sent) * 1000)
+    finally:
+        post.close()
     return started, answered
 
 
