@@ -78,7 +78,7 @@ class Settings(BaseSettings):
         "to the front of its queue (under Heroku's 30 s before SIGKILL)",
     )
     worker_nice: Annotated[int, Field(ge=0, le=19)] = Field(
-        10,
+        19,
         description="Workers (and their jobs) run at this CPU niceness, so that on a machine they share "
         "with the web, CPU-heavy jobs do not slow its answers; 0 for the same priority as the web",
     )

@@ -120,7 +120,7 @@ def _die_with_parent() -> None:
 def _run_when_idle() -> None:
     """Have this work horse run only on CPU time no other process wants (Linux's SCHED_IDLE).
 
-    Nice 10 still takes a share from a busy web: two CPU-bound jobs at nice 10 doubled the p99 of
+    Nice still takes a share from a busy web: two CPU-bound jobs at nice 10 doubled the p99 of
     `GET /healthz` on two cores, at SCHED_IDLE about 1.2x. Only the horse: its worker, which
     keeps the job's heartbeat, must not starve, or a long busy spell would have the job taken for
     abandoned and run twice.

@@ -95,5 +95,5 @@ def test_main_gives_a_forking_worker_its_grace_period(
     monkeypatch.setattr(os, "nice", niceness.append)
     main([])
     assert seen == [7.5]
-    assert niceness == [10]  # WORKER_NICE's default: jobs yield the CPU to the web
+    assert niceness == [19]  # WORKER_NICE's default: jobs yield the CPU to the web
     assert seen_idle == [True]
