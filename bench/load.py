@@ -70,14 +70,19 @@ def run_wrk(
 ) -> Load:
     """Load `url` for `seconds` from `connections` keep-alive connections; every answer must be 2xx/3xx.
 
-    `pace_ms`: each connection waits this long after an answer before its next request (wrk's
-    `delay`), so the offered rate is about connections / pace: a load short of saturation, where
-    latency is the server's own and not the queue a closed loop builds in front of it.
+    `pace_ms`: each connection waits about this long (drawn uniformly from 0 to twice it) after an
+    answer before its next request (wrk's `delay`), so the offered rate is about connections /
+    pace: a load short of saturation, where latency is the server's own and not the queue a closed
+    loop builds in front of it.
     """
     if "]==]" in body:
         raise ValueError("the body holds the Lua bracket this script quotes it with")
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        pace = f"delay = function() return {pace_ms:g} end\n" if pace_ms is not None else ""
+        # Uniform between 0 and twice the pace: the connections drift apart instead of sending in
+        # step, as independent clients would (a fixed delay keeps all 64 in bursts of 64).
+        pace = (
+            f"delay = function() return math.random(0, {2 * pace_ms:g}) end\n" if pace_ms is not None else ""
+        )
         script.write(SCRIPT.format(method=method, body=body, pace=pace))
     try:
         command = [
