@@ -11,7 +11,7 @@ from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from service.worker import ForkWorker, OffloadJob, build_worker, main
+from service.worker import ForkWorker, OffloadJob, build_worker, main, nice_own_autogroup
 
 
 def not_a_job(path: str) -> None:
@@ -93,7 +93,25 @@ def test_main_gives_a_forking_worker_its_grace_period(
     monkeypatch.setattr(ForkWorker, "work", work)
     niceness: list[int] = []
     monkeypatch.setattr(os, "nice", niceness.append)
+    groups: list[int] = []
+    monkeypatch.setattr("service.worker.nice_own_autogroup", groups.append)
     main([])
+    assert groups == [19]
     assert seen == [7.5]
     assert niceness == [19]  # WORKER_NICE's default: jobs yield the CPU to the web
     assert seen_idle == [True]
+
+
+def test_a_worker_alone_in_its_session_nices_its_autogroup_and_no_other(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    autogroup = tmp_path / "autogroup"
+    monkeypatch.setattr(os, "getsid", lambda pid: 4242)
+    monkeypatch.setattr(os, "getpid", lambda: 4242)  # a session leader, as honcho starts it
+    nice_own_autogroup(19, autogroup)
+    assert autogroup.read_text() == "19"
+    autogroup.unlink()
+    monkeypatch.setattr(os, "getpid", lambda: 4343)  # in a terminal's session: the shell's group
+    nice_own_autogroup(19, autogroup)
+    assert not autogroup.exists()
+    nice_own_autogroup(19, tmp_path / "no-such-dir" / "autogroup")  # no autogroup: no error
