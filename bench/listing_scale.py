@@ -1,24 +1,23 @@
 """P5: the listing routes at 1,000,000 queued and 100,000 finished jobs, against 1,000 and 100.
 
-A real redis-server and the Procfile's web on loopback. Jobs are written through offload's own
-enqueue paths (batches of 1,000, one transaction or script each) from as many processes as the
-machine has cores: `word_count` jobs left queued on `default` (the API's `enqueue_fast`), and others on
+Two real redis-servers, each with the Procfile's web, on loopback: one at each size. Jobs are
+written through offload's own enqueue paths (batches of 1,000, one transaction or script each)
+from as many processes as the machine has cores: `word_count` jobs left queued on `default` (the
+API's `enqueue_fast`), and others on
 `low` marked finished with a result the way a worker leaves them (status, finished registry,
 result), which is what the listings read. Each route is timed by sequential calls from one
-keep-alive client, median reported, at the small size and again at the large one: a ratio near 1
-means its cost does not grow with the number of jobs. Redis's `used_memory` before and after
-each fill gives the memory a job takes.
+keep-alive client per web, a call to the small one then one to the large one in turn, medians
+reported: a ratio near 1 means its cost does not grow with the number of jobs. Redis's
+`used_memory` before and after each fill gives the memory a job takes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import multiprocessing
 import os
 import tempfile
 import time
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from jobs.enqueueing import EnqueueOptions, Execute, enqueue, enqueue_fast
 from tests.integration.harness import running_redis
 
 BATCH = 1000
+Medians = dict[str, float]  # ms by route label
 FILL_TIMEOUT = 900.0
 ROUTES: dict[str, str] = {
     "GET /jobs?limit=50": "/jobs?limit=50",
@@ -98,43 +98,55 @@ def fill(redis_url: str, count: int, first: int, finished: bool) -> None:
             future.result(timeout=FILL_TIMEOUT)
 
 
-def median_ms(calls: int, call: Callable[[], object]) -> float:
-    samples = []
-    for _ in range(calls):
+def measure(
+    small: httpx2.Client, large: httpx2.Client, calls: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Median ms of each route on both sizes, their calls alternating: both see the same machine."""
+
+    def timed(client: httpx2.Client, path: str) -> float:
         started = time.perf_counter()
-        call()
-        samples.append((time.perf_counter() - started) * 1000)
-    return median(samples)
-
-
-def measure(client: httpx2.Client, calls: int) -> dict[str, float]:
-    def get(path: str) -> None:
         response = client.get(path)
+        elapsed = (time.perf_counter() - started) * 1000
         assert response.status_code == 200, response.text
+        return elapsed
 
-    for path in ROUTES.values():  # warm up
-        get(path)
-    return {label: median_ms(calls, functools.partial(get, path)) for label, path in ROUTES.items()}
+    medians: tuple[Medians, Medians] = ({}, {})
+    for label, path in ROUTES.items():
+        samples: tuple[list[float], list[float]] = ([], [])
+        for client in (small, large):  # warm up
+            timed(client, path)
+        for _ in range(calls):
+            for n, client in enumerate((small, large)):
+                samples[n].append(timed(client, path))
+        for n in range(2):
+            medians[n][label] = median(samples[n])
+    return medians
 
 
 def p5(ctx: Context) -> list[Row]:
     queued = (1000, ctx.pick(1_000_000, 20_000))
     done = (100, ctx.pick(100_000, 2_000))
     calls = ctx.pick(50, 10)
+    # Two stacks side by side, one at each size, timed call for call in turn: a drift of the
+    # machine (the fill's aftermath, other load) falls on both sizes alike.
     with (
         tempfile.TemporaryDirectory(dir=ctx.scratch) as scratch,
+        running_redis(Path(scratch) / "redis-small") as small_server,
+        running_web(Path(scratch), small_server.url, name="web-small") as small_web,
         running_redis(Path(scratch) / "redis") as server,
         running_web(Path(scratch), server.url) as web,
     ):
-        connection = Redis.from_url(server.url)
-        # The routes' cost as jobs grow is the figure, not persistence's: with its append-only file
-        # Redis rewrote gigabytes of it in the background after the fill, a core busy through the
-        # timing, and a route took twice as long in some runs and not in others.
-        connection.config_set("appendonly", "no")
+        connections = [Redis.from_url(small_server.url), Redis.from_url(server.url)]
+        connection = connections[1]
         try:
-            fill(server.url, done[0], 0, finished=True)
-            fill(server.url, queued[0], done[0], finished=False)
-            small = measure(web.client, calls)
+            for each in connections:
+                # The routes' cost as jobs grow is the figure, not persistence's: with its
+                # append-only file Redis rewrote gigabytes of it in the background after the
+                # fill, a core busy through the timing.
+                each.config_set("appendonly", "no")
+            for url in (small_server.url, server.url):
+                fill(url, done[0], 0, finished=True)
+                fill(url, queued[0], done[0], finished=False)
             memory = connection.info("memory")["used_memory"]
             began = time.perf_counter()
             fill(server.url, queued[1] - queued[0], sum(done) + queued[0], finished=False)
@@ -143,9 +155,10 @@ def p5(ctx: Context) -> list[Row]:
             memory = connection.info("memory")["used_memory"]
             fill(server.url, done[1] - done[0], done[0] + queued[1], finished=True)
             per_finished = (connection.info("memory")["used_memory"] - memory) / (done[1] - done[0])
-            large = measure(web.client, calls)
+            small, large = measure(small_web.client, web.client, calls)
         finally:
-            connection.close()
+            for each in connections:
+                each.close()
     print(f"  seeded {queued[1] - queued[0]:,} queued jobs in {queued_seconds:.0f} s", flush=True)
     size = f"{queued[1]:,} queued + {done[1]:,} finished"
     rows = [
