@@ -252,8 +252,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     configure_logging(settings.log_format, level)
     # Lower priority for this process and the work horses it forks: the web keeps the CPU it needs
     # when jobs compute on the same machine (a dyno, `make run`); they still get every idle cycle.
-    os.nice(settings.worker_nice)
-    nice_own_autogroup(settings.worker_nice)
+    if args.kind == "fork":  # a simple worker is the latency option: its jobs start at once
+        os.nice(settings.worker_nice)
+        nice_own_autogroup(settings.worker_nice)
     worker = build_worker(connect(settings, patient=True), args.queues, args.kind, args.name)
     if isinstance(worker, ForkWorker):  # a simple worker cannot interrupt the job it runs
         worker.grace_seconds = settings.worker_grace_seconds

@@ -115,3 +115,17 @@ def test_a_worker_alone_in_its_session_nices_its_autogroup_and_no_other(
     nice_own_autogroup(19, autogroup)
     assert not autogroup.exists()
     nice_own_autogroup(19, tmp_path / "no-such-dir" / "autogroup")  # no autogroup: no error
+
+
+def test_main_leaves_a_simple_worker_at_the_web_s_priority(
+    monkeypatch: pytest.MonkeyPatch, connection: Redis
+) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://fakeredis.invalid:6379/0")
+    monkeypatch.setattr("service.worker.connect", lambda settings, patient: connection)
+    monkeypatch.setattr("service.worker.configure_logging", lambda *args: None)
+    monkeypatch.setattr(InProcessWorker, "work", lambda self, **options: None)
+    niced: list[int] = []
+    monkeypatch.setattr(os, "nice", niced.append)
+    monkeypatch.setattr("service.worker.nice_own_autogroup", niced.append)
+    main(["--kind", "simple"])
+    assert niced == []  # the latency option: its jobs start at once, whatever the web does
