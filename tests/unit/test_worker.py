@@ -11,7 +11,7 @@ from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from service.worker import ForkWorker, OffloadJob, build_worker, main, nice_own_autogroup
+from service.worker import ForkWorker, InProcessWorker, OffloadJob, build_worker, main, nice_own_autogroup
 
 
 def not_a_job(path: str) -> None:
