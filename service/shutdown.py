@@ -168,8 +168,6 @@ class GracefulStop(Worker):
                     pipe.hdel(job.key, "meta")
                 job.cleanup(ttl=job.ttl, pipeline=pipe)  # the horse made the record permanent
                 queue.push_job_id(job.id, pipeline=pipe, at_front=True)
-                # A worker on a single queue dequeues through RQ's intermediate list.
-                pipe.lrem(queue.intermediate_queue_key, 0, job.id)
                 count_event(pipe, name, INTERRUPTED)
                 pipe.publish(events_channel(job.id), "requeued")
                 pipe.execute()

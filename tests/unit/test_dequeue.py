@@ -221,3 +221,11 @@ def test_a_stop_between_the_claim_and_the_fork_kills_the_horse_once_it_exists(
     monkeypatch.setattr(Worker, "fork_work_horse", fork)
     worker.fork_work_horse(taken[0], taken[1])
     assert killed == [4242]
+
+
+def test_every_enqueue_path_wakes_an_idle_worker_of_the_job_s_queue(connection: Redis) -> None:
+    word_count.enqueue(connection, EnqueueOptions(queue="high"), text="a")  # RQ's objects, a MULTI
+    assert connection.llen(wake_key("high")) == 1
+    word_count.enqueue(connection, EnqueueOptions(queue="high", at_front=True), text="b")
+    assert connection.llen(wake_key("high")) == 2
+    assert connection.llen(wake_key("default")) == 0  # its workers have nothing new

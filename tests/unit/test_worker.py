@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from jobs.examples import word_count
 from service.worker import ForkWorker, InProcessWorker, OffloadJob, build_worker, main, nice_own_autogroup
 
 
@@ -129,3 +131,15 @@ def test_main_leaves_a_simple_worker_at_the_web_s_priority(
     monkeypatch.setattr("service.worker.nice_own_autogroup", niced.append)
     main(["--kind", "simple"])
     assert niced == []  # the latency option: its jobs start at once, whatever the web does
+
+
+def test_rq_s_own_per_job_lines_are_left_to_offload_s_job_started_and_ended(
+    connection: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    enqueued = word_count.enqueue(connection, text="a b")
+    with caplog.at_level(logging.INFO):
+        build_worker(connection, kind="simple").work(burst=True)
+    rq_lines = [r.getMessage() for r in caplog.records if r.name == "rq.worker"]
+    assert not [line for line in rq_lines if enqueued.id in line], rq_lines
+    ours = [r.getMessage() for r in caplog.records if r.name == "offload.job"]
+    assert ours == ["job started", "job ended"]
