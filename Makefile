@@ -18,7 +18,7 @@ browser:
 
 ## run: the whole stack (API, workers, embedded Redis unless REDIS_URL is set)
 run: install
-	$(BIN)/python -m service.run $(ARGS)
+	$(BIN)/python -m service.dev $(ARGS)
 
 ## test: lint, types, and every test (unit, integration)
 test: lint typecheck pytest

@@ -18,11 +18,11 @@ import redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-import jobs
 from bench.load import run_wrk
 from bench.processes import Context, running_web
 from bench.report import Better, Row, median
-from tests.integration.harness import running_redis
+from service.catalog import load_catalog
+from service.dev.harness import running_redis
 
 BATCH = 500
 TEXT = "the quick brown fox jumps over the lazy dog"
@@ -30,7 +30,7 @@ TEXT = "the quick brown fox jumps over the lazy dog"
 
 def enqueue_many_rate(connection: redis.Redis, seconds: float) -> float:
     """Jobs per second that RQ's `enqueue_many` writes, one batch after another, for `seconds`."""
-    word_count = jobs.registry.get("word_count")
+    word_count = load_catalog().get("word_count")
     assert word_count is not None
     defaults = word_count.defaults
     queue = Queue(defaults.queue, connection=connection, serializer=JSONSerializer)

@@ -28,8 +28,8 @@ from rq.serializers import JSONSerializer
 from bench import noop
 from bench.processes import Context
 from bench.report import Better, Row, median
-from jobs.enqueueing import WORKER_QUEUES, enqueue
-from tests.integration.harness import child_env, running_redis, start_logged
+from service.dev.harness import child_env, running_redis, start_logged
+from service.store.enqueue import WORKER_QUEUES, enqueue
 
 QUEUE = "default"
 BATCH = 1000
@@ -118,7 +118,7 @@ def child(flavour: str, kind: str, redis_url: str, out: Path) -> None:
         worker: Worker | SimpleWorker = worker_class(queues, connection=connection, serializer=JSONSerializer)
     else:
         from service.logs import configure_logging
-        from service.worker import build_worker
+        from service.worker.main import build_worker
 
         configure_logging("text", "INFO")  # as `python -m service.worker` does
         worker = build_worker(connection, kind=kind, registry=noop.registry)

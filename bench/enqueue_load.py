@@ -23,7 +23,7 @@ import redis
 from bench.load import Load, run_wrk
 from bench.processes import Context, running_web
 from bench.report import Better, Row, median
-from tests.integration.harness import running_redis
+from service.dev.harness import running_redis
 
 CONNECTIONS = 64
 # P3a's load: each of the 64 connections posts every 64 ms, about 1,000 requests/s offered (the

@@ -27,7 +27,7 @@ from bench.load import run_wrk
 from bench.processes import Context, running_web, running_workers
 from bench.report import Better, Row, median
 from jobs.examples import count_primes
-from tests.integration.harness import LoggedProcess, child_env, running_redis, start_logged, wait_until
+from service.dev.harness import LoggedProcess, child_env, running_redis, start_logged, wait_until
 
 CONNECTIONS = 8
 WORKERS = 2

@@ -29,11 +29,11 @@ from rq.registry import FinishedJobRegistry
 from rq.results import Result
 from rq.serializers import JSONSerializer
 
-import jobs
 from bench.processes import Context, running_web
 from bench.report import Better, Row, median
-from jobs.enqueueing import EnqueueOptions, Execute, enqueue, enqueue_fast
-from tests.integration.harness import running_redis
+from service.catalog import load_catalog
+from service.dev.harness import running_redis
+from service.store.enqueue import EnqueueOptions, Execute, enqueue, enqueue_fast
 
 BATCH = 1000
 Medians = dict[str, float]  # ms by route label
@@ -49,7 +49,7 @@ ROUTES: dict[str, str] = {
 
 def fill_part(redis_url: str, count: int, first: int, finished: bool) -> None:
     """Enqueue `count` word_count jobs (numbered from `first`); `finished`: on `low`, then finished."""
-    word_count = jobs.registry.get("word_count")
+    word_count = load_catalog().get("word_count")
     assert word_count is not None
     connection = Redis.from_url(redis_url)
     options = EnqueueOptions(queue="low") if finished else None

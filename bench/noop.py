@@ -7,7 +7,7 @@ same function; only offload's catalogue lookup, input check and bookkeeping come
 
 from __future__ import annotations
 
-from jobs.registry import Registry
+from service.catalog import Registry
 
 
 def noop() -> None:

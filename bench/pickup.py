@@ -21,7 +21,7 @@ import httpx2
 
 from bench.processes import Context, running_web, running_workers
 from bench.report import Better, Row, median
-from tests.integration.harness import running_redis
+from service.dev.harness import running_redis
 
 KINDS = {"simple": "--kind simple", "fork": ""}
 

@@ -13,8 +13,7 @@ from pathlib import Path
 import httpx2
 import redis
 
-from service.embedded_redis import free_port
-from tests.integration.harness import (
+from service.dev.harness import (
     LOOPBACK,
     STARTUP_TIMEOUT,
     LoggedProcess,
@@ -25,8 +24,9 @@ from tests.integration.harness import (
     wait_for_health,
     wait_until,
 )
+from service.dev.redis_server import free_port
 
-OFFLOAD_APP = "service.app:create_app --factory"
+OFFLOAD_APP = "service.web.app:create_app --factory"
 
 
 @dataclass(frozen=True)

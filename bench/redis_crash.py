@@ -21,9 +21,9 @@ from pathlib import Path
 
 import redis
 
-import jobs
-from jobs.enqueueing import enqueue
-from service.embedded_redis import RedisServer
+from service.catalog import load_catalog
+from service.dev.redis_server import RedisServer
+from service.store.enqueue import enqueue
 
 KILL_AFTER = 2.5
 
@@ -32,7 +32,7 @@ def one_round(folder: Path) -> tuple[int, int, float]:
     """(acknowledged, lost, seconds from the oldest lost acknowledgement to the kill)."""
     server = RedisServer(folder).start()
     connection = redis.Redis.from_url(server.url)
-    word_count = jobs.registry.get("word_count")
+    word_count = load_catalog().get("word_count")
     assert word_count is not None
     assert server.process is not None
     acknowledged: list[tuple[float, str]] = []

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from service.embedded_redis import find_redis_server
+from service.dev.redis_server import find_redis_server
 
 
 class Better(Enum):

@@ -1,11 +1,7 @@
-"""offload's job catalogue: every function registered here can be enqueued over HTTP.
+"""Your jobs: every function decorated with `@job` in the modules imported here can be enqueued over HTTP.
 
-Importing this package registers the jobs of the modules below and connects to nothing.
-Add a module of your own and import it here.
+offload imports this package (the JOBS_MODULE setting names it) to build its catalogue. Add a module of
+your own and import it here; importing must connect to nothing.
 """
 
 from jobs import examples  # noqa: F401  (imported for its registrations)
-from jobs.enqueueing import EnqueueOptions
-from jobs.registry import JobDefaults, RegisteredJob, job, registry, report_progress
-
-__all__ = ["EnqueueOptions", "JobDefaults", "RegisteredJob", "job", "registry", "report_progress"]

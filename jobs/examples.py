@@ -11,7 +11,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from jobs.registry import job, report_progress
+from service.catalog import job, report_progress
 
 
 class IntentionalFailureError(RuntimeError):
@@ -55,21 +55,6 @@ def word_count(
 def always_fails(message: Annotated[str, Field(max_length=1000)] = "this job fails on purpose") -> None:
     """Fail on purpose, after its retries: shows how errors and retries look over HTTP."""
     raise IntentionalFailureError(message)
-
-
-# Retries at once (interval 0): a run cut off by a killed worker runs again as soon as RQ finds it
-# abandoned, without waiting for a scheduler. Cheap, so a soak measures the queue, not the work.
-@job(queue="default", timeout=30, retries=2, retry_intervals=(0,))
-def soak_step(
-    n: Annotated[int, Field(ge=0)],
-    fail: bool = False,
-    ms: Annotated[float, Field(ge=0, le=1000)] = 5,
-) -> dict[str, int]:
-    """Load for `python -m bench.soak`: sleep `ms` milliseconds, then fail if asked, else return `n`."""
-    time.sleep(ms / 1000)
-    if fail:
-        raise IntentionalFailureError(f"soak step {n} fails on purpose")
-    return {"n": n}
 
 
 @job(queue="default", timeout=600)

@@ -19,7 +19,7 @@ from rq.defaults import DEFAULT_CRON_JOB_HISTORY_LIMIT, DEFAULT_CRON_JOB_HISTORY
 from rq.job import Job
 from rq.utils import now
 
-from jobs.registry import RegisteredJob, Registry
+from service.catalog import RegisteredJob, Registry
 
 log = logging.getLogger("service.clock")
 

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     env: str = Field("development", description="`production` makes API_KEYS mandatory")
     dyno: str | None = Field(None, description="Set by Heroku on every dyno: production")
 
+    jobs_module: str = Field(
+        "jobs", description="The module whose import registers the catalogue's jobs (`@job`): your code"
+    )
     redis_url: str = Field(description="Redis to use: redis://, rediss:// (TLS) or unix://")
     redis_tls_verify: bool = Field(
         True, description="Verify the server certificate of a rediss:// URL (false for Heroku Redis)"

@@ -30,7 +30,7 @@ from rq.registry import (
 from rq.results import Result
 from rq.serializers import JSONSerializer
 
-from service.jobstate import TERMINAL
+from service.store.views import TERMINAL
 
 FINAL_RESULTS = frozenset({Result.Type.SUCCESSFUL, Result.Type.FAILED, Result.Type.STOPPED})
 # What RQ writes when a run was cut off: the worker saw its horse die, or a sweep found it abandoned.

@@ -15,9 +15,10 @@ import httpx2
 import redis
 
 from bench.soak.accounting import Accounting, Submitted, account, backlog, in_flight, statuses
+from bench.soak.jobs import JOBS_MODULE
 from bench.soak.workers import KILL_KINDS, Kill, SoakError, Workers
-from service.jobstate import TERMINAL
-from tests.integration.harness import child_env, running_redis, running_stack, wait_until
+from service.dev.harness import child_env, running_redis, running_stack, wait_until
+from service.store.views import TERMINAL
 
 JOB = "soak_step"
 QUEUES = ("high", "default", "low")
@@ -205,12 +206,12 @@ class AbandonWatch:
 
 def run(config: SoakConfig, scratch: Path) -> SoakReport:
     """Run one soak in `scratch` (Redis data, logs) and account for every job; stops all it started."""
-    env = child_env(LOG_LEVEL=config.log_level)
+    # The soak's catalogue (bench/soak/jobs.py): the example jobs and `soak_step`.
+    own = {"LOG_LEVEL": config.log_level, "JOBS_MODULE": JOBS_MODULE}
+    env = child_env(**own)
     with (
         running_redis(scratch / "redis") as server,
-        running_stack(
-            server.url, scratch / "logs", names=("web",), env={"LOG_LEVEL": config.log_level}
-        ) as stack,
+        running_stack(server.url, scratch / "logs", names=("web",), env=own) as stack,
     ):
         connection = redis.Redis.from_url(server.url, socket_timeout=30)
         workers = Workers(connection, child_env(**{**env, "REDIS_URL": server.url}), scratch / "logs")

@@ -18,7 +18,7 @@ from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE
 from rq.job import Job
 from rq.utils import as_text, parse_composite_key
 
-from tests.integration.harness import (
+from service.dev.harness import (
     LoggedProcess,
     descendants,
     proc_stat,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.integration.harness import ROOT, Stack, running_redis, running_stack
+from service.dev.harness import ROOT, Stack, running_redis, running_stack
 
 REQUIRE_BROWSER = "OFFLOAD_REQUIRE_BROWSER"
 # Screenshots are kept here (git-ignored) for a person or CI to look at.

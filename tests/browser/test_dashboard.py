@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
+from service.dev.harness import RecordProperty, Stack, wait_until
 from tests.browser.conftest import screenshot
-from tests.integration.harness import RecordProperty, Stack, wait_until
 from tests.integration.test_procfile_stack import enqueue
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]

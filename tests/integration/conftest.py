@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from service.embedded_redis import RedisServer
-from tests.integration.harness import Stack, StartRedis, StartStack, running_redis, running_stack
+from service.dev.harness import Stack, StartRedis, StartStack, running_redis, running_stack
+from service.dev.redis_server import RedisServer
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from tests.integration.harness import ROOT, child_env
+from service.dev.harness import ROOT, child_env
 
 pytestmark = pytest.mark.integration
 

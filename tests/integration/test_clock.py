@@ -22,9 +22,8 @@ from rq.cron import get_cron_job_history_key
 from rq.job import Job
 from rq.utils import as_text
 
-from service.clock import LEASE_KEY, LEASE_SECONDS
-from service.embedded_redis import RedisServer
-from tests.integration.harness import (
+from service.clock.clock import LEASE_KEY, LEASE_SECONDS
+from service.dev.harness import (
     STARTUP_TIMEOUT,
     STOP_TIMEOUT,
     LoggedProcess,
@@ -35,6 +34,7 @@ from tests.integration.harness import (
     start_logged,
     wait_until,
 )
+from service.dev.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
 

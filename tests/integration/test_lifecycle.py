@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.harness import Stack, wait_until
+from service.dev.harness import Stack, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""The local runner (`python -m service.run`): embedded Redis, the Procfile, and a clean Ctrl-C."""
+"""The local runner (`python -m service.dev.run`): embedded Redis, the Procfile, and a clean Ctrl-C."""
 
 from __future__ import annotations
 
@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from service.embedded_redis import free_port
-from tests.integration.harness import (
+from service.dev.harness import (
     LOOPBACK,
     STARTUP_TIMEOUT,
     LoggedProcess,
@@ -28,6 +27,7 @@ from tests.integration.harness import (
     start_logged,
     wait_for_health,
 )
+from service.dev.redis_server import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -59,14 +59,14 @@ def command_line(pid: int) -> str:
 
 @pytest.fixture
 def runner(tmp_path: Path) -> Iterator[Runner]:
-    """`python -m service.run` with no REDIS_URL, in its own session; killed with all below it."""
+    """`python -m service.dev.run` with no REDIS_URL, in its own session; killed with all below it."""
     port = free_port()
     # A data folder of its own: the repository's .data may hold a developer's backlog of jobs.
     env = dict(
         os.environ, HOST=LOOPBACK, PORT=str(port), PYTHONUNBUFFERED="1", OFFLOAD_DATA_DIR=str(tmp_path)
     )
     env.pop("REDIS_URL", None)
-    command = [sys.executable, "-m", "service.run"]
+    command = [sys.executable, "-m", "service.dev.run"]
     process = start_logged("runner", command, tmp_path / "runner.log", env)
     started = Runner(process, f"http://{LOOPBACK}:{port}")
     try:

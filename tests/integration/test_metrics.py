@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.harness import Stack, StartRedis, running_stack, wait_until
+from service.dev.harness import Stack, StartRedis, running_stack, wait_until
 
 pytestmark = pytest.mark.integration
 

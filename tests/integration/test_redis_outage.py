@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from service.embedded_redis import RedisServer
-from tests.integration.harness import (
+from service.dev.harness import (
     HTTP_TIMEOUT,
     RecordProperty,
     Stack,
@@ -18,6 +17,7 @@ from tests.integration.harness import (
     wait_for_blocked_client,
     wait_until,
 )
+from service.dev.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
 

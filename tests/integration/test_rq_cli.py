@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import Stack, child_env
+from service.dev.harness import Stack, child_env
 
 pytestmark = pytest.mark.integration
 

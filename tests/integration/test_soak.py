@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.soak import SoakConfig, run
-from tests.integration.harness import RecordProperty
+from service.dev.harness import RecordProperty
 
 pytestmark = [pytest.mark.integration, pytest.mark.soak]
 

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from service.embedded_redis import free_port
-from tests.integration.harness import (
+from service.dev.harness import (
     LOOPBACK,
     LoggedProcess,
     Stack,
@@ -25,6 +24,7 @@ from tests.integration.harness import (
     start_logged,
     wait_until,
 )
+from service.dev.redis_server import free_port
 
 pytestmark = pytest.mark.integration
 

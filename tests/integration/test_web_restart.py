@@ -12,8 +12,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from service.embedded_redis import free_port
-from tests.integration.harness import (
+from service.dev.harness import (
     LOOPBACK,
     STARTUP_TIMEOUT,
     LoggedProcess,
@@ -24,6 +23,7 @@ from tests.integration.harness import (
     start_logged,
     wait_for_health,
 )
+from service.dev.redis_server import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.harness import WEBHOOK_SECRET, Stack
+from service.dev.harness import WEBHOOK_SECRET, Stack
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from service.recovery import ABANDON_BOUND
-from tests.integration.harness import (
+from service.dev.harness import (
     LoggedProcess,
     RecordProperty,
     Stack,
@@ -25,6 +24,7 @@ from tests.integration.harness import (
     start_logged,
     wait_until,
 )
+from service.worker.recovery import ABANDON_BOUND
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.results import Result
 from rq.serializers import JSONSerializer
 
-from tests.integration.harness import (
+from service.dev.harness import (
     LoggedProcess,
     Stack,
     StartRedis,

@@ -11,11 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
 
-import jobs
-from jobs.registry import Registry
-from service.app import create_app
+from service.catalog import Registry, load_catalog
 from service.settings import Settings
-from service.worker import build_worker
+from service.web.app import create_app
+from service.worker.main import build_worker
 
 
 @pytest.fixture
@@ -78,7 +77,7 @@ def run_jobs(connection: Redis) -> Callable[..., None]:
     """Run every queued job to the end in this process, as a burst SimpleWorker."""
 
     def run(registry: Registry | None = None) -> None:
-        worker = build_worker(connection, kind="simple", registry=registry or jobs.registry)
+        worker = build_worker(connection, kind="simple", registry=registry or load_catalog())
         worker.work(burst=True, with_scheduler=False)
 
     return run

@@ -7,9 +7,9 @@ import asyncio
 import pytest
 from fastapi import FastAPI
 
-from service import app as app_module
-from service.app import create_app
 from service.settings import Settings
+from service.web import app as app_module
+from service.web.app import create_app
 
 
 def started(app: FastAPI) -> None:

@@ -9,9 +9,9 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from service.app import create_app
 from service.connection import connect
 from service.settings import ApiKey, ConfigError, Settings
+from service.web.app import create_app
 
 KEYS = {
     "reader": ("r" * 24, ["read"]),

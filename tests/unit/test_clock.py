@@ -20,8 +20,8 @@ from rq.cron import CronScheduler, get_cron_job_ids
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from jobs.registry import RegisteredJob, Registry
-from service.clock import LEASE_KEY, Clock, ClockStopped, Lease, main
+from service.catalog import RegisteredJob, Registry
+from service.clock.clock import LEASE_KEY, Clock, ClockStopped, Lease, main
 from service.schedules import ScheduledJob, last_enqueued
 
 RunJobs = Callable[..., None]

@@ -12,7 +12,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from service.connection import CommandBatcher, pack
-from service.embedded_redis import free_port
+from service.dev.redis_server import free_port
 
 
 def test_concurrent_commands_share_round_trips_and_get_their_own_replies() -> None:

@@ -21,8 +21,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from service.app import create_app
 from service.settings import ApiKey, Settings
+from service.web.app import create_app
 
 KEY = "contract-fuzzing-admin-key"
 # Per operation; about 30 operations, so the default makes well over 1,000 requests.

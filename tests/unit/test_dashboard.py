@@ -19,11 +19,11 @@ from rq.registry import FailedJobRegistry
 from starlette.routing import Mount
 from starlette.websockets import WebSocketDisconnect
 
-import jobs
-from service.app import create_app
-from service.dashboard import CROSS_SITE, DISABLED, READ_ONLY, Dashboard
+from service.catalog import load_catalog
 from service.settings import ConfigError, Settings, load_settings
-from service.worker import build_worker
+from service.web.app import create_app
+from service.web.dashboard import CROSS_SITE, DISABLED, READ_ONLY, Dashboard
+from service.worker.main import build_worker
 
 USER, PASSWORD = "operator", "a long enough password"
 # The links its pages hold that its scripts turn into POSTs.
@@ -201,7 +201,7 @@ def test_a_failed_json_jobs_data_shows_its_error_as_text(
 
 def test_the_workers_page_reads_a_busy_workers_json_job(dashboard: TestClient, connection: Redis) -> None:
     view = enqueue(dashboard, "word_count", {"text": "<b>bold</b>"})
-    worker = build_worker(connection, kind="simple", registry=jobs.registry)
+    worker = build_worker(connection, kind="simple", registry=load_catalog())
     worker.register_birth()  # type: ignore[no-untyped-call]  # rq leaves it unannotated
     taken = worker.dequeue_job_and_maintain_ttl(None)  # as the worker takes it: then claims it
     assert taken is not None

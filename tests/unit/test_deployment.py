@@ -7,7 +7,7 @@ from pathlib import Path
 
 from honcho.environ import parse_procfile
 
-from service.run import _dotenv
+from service.dev.run import _dotenv
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

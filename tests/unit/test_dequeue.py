@@ -15,13 +15,13 @@ from rq.serializers import JSONSerializer
 from rq.utils import as_text
 from rq.worker import BaseWorker, WorkerStatus
 
-from jobs.enqueueing import EnqueueOptions
 from jobs.examples import count_primes, very_long_task, word_count
-from jobs.queues import MAX_TOKENS, WakingQueue, wake_key
-from service import dequeue
-from service.dequeue import SafeQueue
-from service.recovery import ClaimLostError
-from service.worker import ForkWorker, build_worker
+from service.store import queues as dequeue
+from service.store.enqueue import EnqueueOptions
+from service.store.queues import SafeQueue
+from service.store.wake import MAX_TOKENS, WakingQueue, wake_key
+from service.worker.main import ForkWorker, build_worker
+from service.worker.recovery import ClaimLostError
 
 
 def intermediate(connection: Redis, queue: str) -> list[str]:

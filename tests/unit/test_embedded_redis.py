@@ -5,7 +5,7 @@ import socket
 
 import pytest
 
-from service.embedded_redis import RedisServerError, find_redis_server, free_port
+from service.dev.redis_server import RedisServerError, find_redis_server, free_port
 
 
 def test_a_redis_server_binary_is_found() -> None:

@@ -14,8 +14,8 @@ from redis import Redis
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-import jobs
-from jobs.enqueueing import (
+from service.catalog import RegisteredJob, load_catalog
+from service.store.enqueue import (
     INDEX_KEY,
     EnqueueOptions,
     Idempotency,
@@ -24,7 +24,6 @@ from jobs.enqueueing import (
     enqueue_fast,
     fast_path_allows,
 )
-from jobs.registry import RegisteredJob
 
 # Set by RQ at the moment of writing: the two paths cannot agree on them.
 TIMESTAMPS = {b"created_at", b"enqueued_at"}
@@ -46,7 +45,7 @@ CASES: dict[str, tuple[str, list[dict[str, Any]], EnqueueOptions]] = {
 
 
 def _registered(name: str) -> RegisteredJob[..., Any]:
-    registered = jobs.registry.get(name)
+    registered = load_catalog().get(name)
     assert registered is not None
     return registered
 

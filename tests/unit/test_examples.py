@@ -9,7 +9,6 @@ from jobs.examples import (
     always_fails,
     count_primes,
     process_items,
-    soak_step,
     very_long_task,
     word_count,
 )
@@ -37,11 +36,3 @@ def test_always_fails() -> None:
 
 def test_process_items() -> None:
     assert process_items(3, 0) == {"processed": 3}
-
-
-def test_soak_step_returns_its_n_or_fails_when_asked() -> None:
-    assert soak_step(7, ms=0) == {"n": 7}
-    with pytest.raises(IntentionalFailureError, match="soak step 8"):
-        soak_step(8, fail=True, ms=0)
-    assert soak_step.defaults.retries == 2
-    assert soak_step.defaults.retry_intervals == (0,)  # a cut-off run reruns at once, no scheduler

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service.routes import jobs as job_routes
 from service.settings import ApiKey
+from service.web.routes import jobs as job_routes
 
 KEYS = {
     "admin": ("a" * 24, ["admin"]),

@@ -15,11 +15,11 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from redis import Redis
 
-from service.app import create_app
 from service.connection import connect
-from service.embedded_redis import free_port
+from service.dev.redis_server import free_port
 from service.logs import HANDLER_NAME, JsonFormatter, configure_logging, fields
 from service.settings import ConfigError, Settings, load_settings
+from service.web.app import create_app
 
 TOKEN = "metrics-token-that-must-never-be-logged"
 SECRET = "webhook-secret-that-must-never-be-logged"
@@ -166,11 +166,11 @@ def test_lines_logged_while_serving_a_request_carry_its_id(
         down.close()
     assert (response.status_code, scrape.status_code) == (503, 200)
     lines = [json.loads(text) for text in stream.getvalue().splitlines()]
-    warning = next(line for line in lines if line["logger"] == "service.errors")
+    warning = next(line for line in lines if line["logger"] == "service.web.errors")
     assert warning["request_id"] == "req-3"
     assert "Redis unavailable" in warning["message"]
     # Logged from the thread that read Redis for the scrape: the id follows it there.
-    in_thread = next(line for line in lines if line["logger"] == "service.metrics")
+    in_thread = next(line for line in lines if line["logger"] == "service.web.metrics")
     assert in_thread["request_id"] == "req-4"
 
 

@@ -15,14 +15,14 @@ from redis import Redis
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-import jobs
-from service.app import create_app
+from service.catalog import load_catalog
 from service.connection import connect
-from service.embedded_redis import free_port
-from service.jobreport import _failure_outcome
-from service.metrics import OUTCOMES
+from service.dev.redis_server import free_port
 from service.settings import Settings
-from service.worker import build_worker
+from service.web.app import create_app
+from service.web.metrics import OUTCOMES
+from service.worker.main import build_worker
+from service.worker.report import _failure_outcome
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 TOKEN = "s3cret-metrics-token-0123456789"
@@ -95,13 +95,13 @@ def test_job_counters_move_on_enqueue_finish_fail_and_retry(
 ) -> None:
     before = scrape(client)
     # Every registered job has its series from the start, at 0, so a first increase shows.
-    assert series(before, "offload_jobs_enqueued_total") == {(name,): 0 for name in jobs.registry.names()}
+    assert series(before, "offload_jobs_enqueued_total") == {(name,): 0 for name in load_catalog().names()}
     assert series(before, "offload_job_runs_total") == {
-        (name, outcome): 0 for name in jobs.registry.names() for outcome in OUTCOMES
+        (name, outcome): 0 for name in load_catalog().names() for outcome in OUTCOMES
     }
     post(client, "word_count", {"text": "a"})
     assert client.post("/jobs/word_count/batch", json=[{"text": "b"}, {"text": "c"}]).status_code == 202
-    word_count = jobs.registry.get("word_count")
+    word_count = load_catalog().get("word_count")
     assert word_count is not None
     word_count.enqueue(connection, text="from Python")  # the same enqueue path, the same counter
     post(client, "always_fails", retries=0)

@@ -8,7 +8,7 @@ import pytest
 from redis import Redis
 from rq.worker import WorkerStatus
 
-from service.worker import build_worker
+from service.worker.main import build_worker
 
 
 def test_plain_heartbeats_within_a_second_of_a_plain_one_are_not_sent(

@@ -9,8 +9,8 @@ from redis import Redis
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from jobs.enqueueing import QUEUES, EnqueueOptions
-from jobs.registry import JobDefaults, Registry, report_progress
+from service.catalog import JobDefaults, Registry, report_progress
+from service.store.enqueue import QUEUES, EnqueueOptions
 
 
 @pytest.fixture

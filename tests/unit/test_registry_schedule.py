@@ -8,8 +8,7 @@ from typing import Annotated, Any
 import pytest
 from pydantic import Field
 
-import jobs
-from jobs.registry import Registry, Schedule
+from service.catalog import Registry, Schedule, load_catalog
 
 
 @pytest.fixture
@@ -115,7 +114,7 @@ def test_the_scheduled_input_is_kept_as_json_with_only_what_was_given(registry: 
 
 
 def test_the_example_heartbeat_runs_every_minute() -> None:
-    heartbeat = jobs.registry.get("heartbeat")
+    heartbeat = load_catalog().get("heartbeat")
     assert heartbeat is not None
     assert heartbeat.schedule == Schedule(cron="* * * * *", every=None, input={})
     assert heartbeat.defaults.queue == "low"

@@ -13,10 +13,10 @@ from fastapi.testclient import TestClient
 from httpx2 import Response
 from redis import Redis
 
-from jobs.registry import events_channel
-from service.app import create_app
-from service.embedded_redis import free_port
+from service.catalog import events_channel
+from service.dev.redis_server import free_port
 from service.settings import Settings
+from service.web.app import create_app
 from tests.unit.test_routes_jobs import enqueue, read
 
 Event = tuple[str, Any]

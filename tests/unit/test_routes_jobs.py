@@ -13,11 +13,11 @@ from rq.job import Job
 from rq.job_lifecycle import record_job_failure
 from rq.serializers import JSONSerializer
 
-from jobs.registry import Registry
-from service.app import create_app
+from service.catalog import Registry
 from service.connection import connect
-from service.embedded_redis import free_port
+from service.dev.redis_server import free_port
 from service.settings import Settings
+from service.web.app import create_app
 
 
 def enqueue(client: TestClient, name: str, body: Any = None, **params: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
 
-from service.worker import build_worker
+from service.worker.main import build_worker
 
 
 def post(client: TestClient, name: str, body: Any = None, **params: Any) -> str:

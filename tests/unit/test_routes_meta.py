@@ -2,14 +2,14 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-import jobs
+from service.catalog import load_catalog
 
 
 def test_catalog_lists_every_job_with_its_defaults_and_schema(client: TestClient) -> None:
     response = client.get("/catalog")
     assert response.status_code == 200
     catalog = {entry["name"]: entry for entry in response.json()}
-    assert list(catalog) == jobs.registry.names()
+    assert list(catalog) == load_catalog().names()
     slow = catalog["very_long_task"]
     assert slow["queue"] == "default"
     assert slow["timeout"] == 3700
@@ -21,7 +21,7 @@ def test_catalog_lists_every_job_with_its_defaults_and_schema(client: TestClient
 
 def test_openapi_has_one_enqueue_operation_per_job_with_its_schema(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
-    for registered in jobs.registry:
+    for registered in load_catalog():
         operation = schema["paths"][f"/jobs/{registered.name}"]["post"]
         assert operation["operationId"] == f"enqueue_{registered.name}"
         assert operation["description"] == registered.description

@@ -10,10 +10,10 @@ import fakeredis
 from fastapi.testclient import TestClient
 from redis import Redis
 
-from jobs.registry import Registry
-from service.app import create_app
-from service.clock import Clock
+from service.catalog import Registry
+from service.clock.clock import Clock
 from service.settings import Settings
+from service.web.app import create_app
 
 
 def catalog(client: TestClient) -> dict[str, dict[str, Any]]:

@@ -14,7 +14,7 @@ from rq.registry import ScheduledJobRegistry
 from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 
-from jobs.registry import Registry
+from service.catalog import Registry
 
 
 def post(client: TestClient, path: str, body: Any = None, **params: Any) -> dict[str, Any]:

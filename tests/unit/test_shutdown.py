@@ -25,11 +25,11 @@ from rq.results import Result
 from rq.serializers import JSONSerializer
 from rq.utils import as_text, now
 
-from jobs.enqueueing import COUNTERS_KEY, EnqueueOptions
 from jobs.examples import very_long_task
 from service.settings import Settings
-from service.shutdown import DEFAULT_GRACE_SECONDS
-from service.worker import ForkWorker, build_worker
+from service.store.enqueue import COUNTERS_KEY, EnqueueOptions
+from service.worker.main import ForkWorker, build_worker
+from service.worker.shutdown import DEFAULT_GRACE_SECONDS
 
 
 @dataclass

@@ -15,7 +15,7 @@ from redis import Redis
 from rq import Callback, Queue
 from rq.serializers import JSONSerializer
 
-from service.webhooks import SIGNATURE_HEADER, sign, verify
+from service.worker.webhooks import SIGNATURE_HEADER, sign, verify
 
 SECRET = "webhook-test-secret"
 

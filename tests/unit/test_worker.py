@@ -13,7 +13,14 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from jobs.examples import word_count
-from service.worker import ForkWorker, InProcessWorker, OffloadJob, build_worker, main, nice_own_autogroup
+from service.worker.main import (
+    ForkWorker,
+    InProcessWorker,
+    OffloadJob,
+    build_worker,
+    main,
+    nice_own_autogroup,
+)
 
 
 def not_a_job(path: str) -> None:
@@ -49,7 +56,7 @@ def test_build_worker_listens_to_the_queues_in_priority_order(connection: Redis)
     worker = build_worker(connection)
     assert isinstance(worker, ForkWorker)
     assert worker.queue_names() == ["high", "webhooks", "default", "low"]
-    assert worker.job_class is OffloadJob
+    assert issubclass(worker.job_class, OffloadJob)
     assert worker.serializer is JSONSerializer
     assert build_worker(connection, ["low"], kind="simple").queue_names() == ["low"]
 
@@ -83,8 +90,8 @@ def test_main_gives_a_forking_worker_its_grace_period(
 ) -> None:
     monkeypatch.setenv("REDIS_URL", "redis://fakeredis.invalid:6379/0")
     monkeypatch.setenv("WORKER_GRACE_SECONDS", "7.5")
-    monkeypatch.setattr("service.worker.connect", lambda settings, patient: connection)
-    monkeypatch.setattr("service.worker.configure_logging", lambda *args: None)
+    monkeypatch.setattr("service.worker.main.connect", lambda settings, patient: connection)
+    monkeypatch.setattr("service.worker.main.configure_logging", lambda *args: None)
     seen: list[float] = []
     seen_idle: list[bool] = []
 
@@ -96,7 +103,7 @@ def test_main_gives_a_forking_worker_its_grace_period(
     niceness: list[int] = []
     monkeypatch.setattr(os, "nice", niceness.append)
     groups: list[int] = []
-    monkeypatch.setattr("service.worker.nice_own_autogroup", groups.append)
+    monkeypatch.setattr("service.worker.main.nice_own_autogroup", groups.append)
     main([])
     assert groups == [19]
     assert seen == [7.5]
@@ -123,12 +130,12 @@ def test_main_leaves_a_simple_worker_at_the_web_s_priority(
     monkeypatch: pytest.MonkeyPatch, connection: Redis
 ) -> None:
     monkeypatch.setenv("REDIS_URL", "redis://fakeredis.invalid:6379/0")
-    monkeypatch.setattr("service.worker.connect", lambda settings, patient: connection)
-    monkeypatch.setattr("service.worker.configure_logging", lambda *args: None)
+    monkeypatch.setattr("service.worker.main.connect", lambda settings, patient: connection)
+    monkeypatch.setattr("service.worker.main.configure_logging", lambda *args: None)
     monkeypatch.setattr(InProcessWorker, "work", lambda self, **options: None)
     niced: list[int] = []
     monkeypatch.setattr(os, "nice", niced.append)
-    monkeypatch.setattr("service.worker.nice_own_autogroup", niced.append)
+    monkeypatch.setattr("service.worker.main.nice_own_autogroup", niced.append)
     main(["--kind", "simple"])
     assert niced == []  # the latency option: its jobs start at once, whatever the web does
 

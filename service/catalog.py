@@ -1,0 +1,235 @@
+"""The job catalogue: a decorator that turns typed functions into registered, enqueueable jobs."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+import typing
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+from croniter import croniter
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
+from rq.job import get_current_job
+
+from service.store.enqueue import QUEUES, WORKER_QUEUES, EnqueueOptions, enqueue
+
+if TYPE_CHECKING:
+    from redis import Redis
+    from rq.job import Job
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+@dataclass(frozen=True)
+class JobDefaults:
+    """How a job runs unless an enqueue overrides it."""
+
+    queue: str = "default"
+    timeout: int = 180
+    retries: int = 0
+    retry_intervals: tuple[int, ...] = (10, 60, 300)
+    result_ttl: int = 24 * 3600
+    failure_ttl: int = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When the clock process enqueues a job: a cron expression or an interval, with an input."""
+
+    cron: str | None  # five fields in the clock's local time, as RQ's cron matches them
+    every: int | None  # seconds
+    input: dict[str, Any]  # checked against the job's input model when the job is declared
+
+
+class RegisteredJob(Generic[P, R]):
+    """A registered job: callable like the plain function, and enqueueable by name."""
+
+    # Set by the decorator, once the input model exists to check the scheduled input against.
+    schedule: Schedule | None = None
+
+    def __init__(self, func: Callable[P, R], name: str, defaults: JobDefaults) -> None:
+        self.func = func
+        self.name = name
+        self.defaults = defaults
+        self.path = f"{func.__module__}.{func.__qualname__}"
+        self.description = inspect.getdoc(func) or ""
+        self.input_model = _input_model(func, name)
+        hints = typing.get_type_hints(func, include_extras=True)
+        self._result = TypeAdapter(hints["return"]) if "return" in hints else None
+        self.__doc__ = func.__doc__
+        self.__wrapped__ = func
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.func(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<job {self.name} ({self.path})>"
+
+    def run(self, **kwargs: Any) -> Any:
+        """Run inside a worker: validate the stored JSON input, call, return a JSON-able result."""
+        params = self.input_model.model_validate(kwargs)
+        job = get_current_job()
+        if job is not None and "error" in job.meta:  # a retry: the last attempt's error is stale
+            del job.meta["error"]
+            job.save_meta()
+        call: Callable[..., R] = self.func
+        try:
+            result = call(**{field: getattr(params, field) for field in type(params).model_fields})
+        except Exception as exc:
+            if job is not None:
+                job.meta["error"] = {"type": type(exc).__name__, "message": str(exc)}
+                job.save_meta()
+            raise
+        return result if self._result is None else self._result.dump_python(result, mode="json")
+
+    def enqueue(self, connection: Redis, /, options: EnqueueOptions | None = None, **params: Any) -> Job:
+        """Validate the input and enqueue this job, as the API would: the one enqueue path."""
+        return enqueue(connection, self, [self.input_model.model_validate(params)], options).jobs[0]
+
+
+class Registry:
+    """Registered jobs by public name and by the dotted path RQ stores."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, RegisteredJob[..., Any]] = {}
+        self._by_path: dict[str, RegisteredJob[..., Any]] = {}
+
+    def job(
+        self,
+        name: str | None = None,
+        *,
+        cron: str | None = None,
+        every: int | None = None,
+        scheduled_input: dict[str, Any] | None = None,
+        **defaults: Any,
+    ) -> Callable[[Callable[P, R]], RegisteredJob[P, R]]:
+        """Register the decorated function; keyword arguments are `JobDefaults` fields.
+
+        `cron` (e.g. "*/5 * * * *") or `every` (seconds) also has the clock process enqueue it,
+        with `scheduled_input` as its input.
+        """
+        settings = replace(JobDefaults(), **defaults)
+        if settings.queue not in WORKER_QUEUES:
+            raise ValueError(f"unknown queue {settings.queue!r}; queues are {', '.join(QUEUES)}")
+
+        def register(func: Callable[P, R]) -> RegisteredJob[P, R]:
+            job_name = func.__name__ if name is None else name
+            if not NAME_PATTERN.fullmatch(job_name):
+                raise ValueError(f"job name {job_name!r} must match {NAME_PATTERN.pattern}")
+            if job_name in self._by_name:
+                raise ValueError(f"a job named {job_name!r} is already registered")
+            registered = RegisteredJob(func, job_name, settings)
+            registered.schedule = _schedule(registered, cron, every, scheduled_input)
+            self._by_name[job_name] = registered
+            self._by_path[registered.path] = registered
+            return registered
+
+        return register
+
+    def get(self, name: str) -> RegisteredJob[..., Any] | None:
+        return self._by_name.get(name)
+
+    def by_path(self, path: str | None) -> RegisteredJob[..., Any] | None:
+        return self._by_path.get(path or "")
+
+    def names(self) -> list[str]:
+        return sorted(self._by_name)
+
+    def __iter__(self) -> Iterator[RegisteredJob[..., Any]]:
+        return iter(sorted(self._by_name.values(), key=lambda job: job.name))
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+
+def _input_model(func: Callable[..., Any], name: str) -> type[BaseModel]:
+    """A pydantic model of the function's parameters, so inputs are checked before enqueueing."""
+    hints = typing.get_type_hints(func, include_extras=True)
+    fields: dict[str, Any] = {}
+    for param in inspect.signature(func).parameters.values():
+        if param.kind not in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
+            raise TypeError(f"job {name!r}: parameter {param.name!r} must be a named parameter")
+        if param.name not in hints:
+            raise TypeError(f"job {name!r}: parameter {param.name!r} needs a type annotation")
+        default = ... if param.default is param.empty else param.default
+        fields[param.name] = (hints[param.name], default)
+    model_name = "".join(part.capitalize() for part in name.split("_")) + "Input"
+    return create_model(
+        model_name,
+        __config__=ConfigDict(extra="forbid"),
+        __doc__=f"Input of the `{name}` job.",
+        **fields,
+    )
+
+
+# Cron's shorthands that croniter also knows (@reboot means nothing to a clock process).
+CRON_MACROS = frozenset({"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"})
+
+
+def _schedule(
+    registered: RegisteredJob[..., Any],
+    cron: str | None,
+    every: int | None,
+    scheduled_input: dict[str, Any] | None,
+) -> Schedule | None:
+    """Check a job's schedule when it is declared, so a bad one fails at import, not on the clock."""
+    name = registered.name
+    if cron is None and every is None:
+        if scheduled_input is not None:
+            raise ValueError(f"job {name!r}: scheduled_input needs a schedule, cron= or every=")
+        return None
+    if cron is not None and every is not None:
+        raise ValueError(f"job {name!r}: give cron= or every=, not both")
+    if cron is not None and not (
+        (len(cron.split()) == 5 or cron.strip() in CRON_MACROS) and croniter.is_valid(cron, strict=True)
+    ):
+        raise ValueError(
+            f"job {name!r}: cron={cron!r} is not a cron expression: five fields "
+            "(minute hour day-of-month month day-of-week, e.g. '*/5 * * * *') or @hourly, @daily, ..."
+        )
+    if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+        raise ValueError(f"job {name!r}: every= is a whole number of seconds, at least 1; got {every!r}")
+    try:
+        params = registered.input_model.model_validate(scheduled_input or {})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"job {name!r}: its scheduled_input is not a valid input ({problems})") from None
+    # JSON, as the clock will enqueue it; only what was given, so the defaults stay the job's.
+    return Schedule(cron=cron, every=every, input=params.model_dump(mode="json", exclude_unset=True))
+
+
+registry = Registry()
+job = registry.job
+
+
+def report_progress(fraction: float, message: str = "") -> None:
+    """Save the running job's progress (0 to 1) where the API shows it; a no-op outside a worker."""
+    if not 0 <= fraction <= 1:
+        raise ValueError(f"progress must be between 0 and 1, got {fraction}")
+    current = get_current_job()
+    if current is None:
+        return
+    current.meta["progress"] = {"fraction": fraction, "message": message}
+    current.save_meta()
+    # Wakes the job's event streams, which then read the saved progress themselves.
+    current.connection.publish(events_channel(current.id), "progress")
+
+
+def events_channel(job_id: str) -> str:
+    """The pub/sub channel that announces a job's changes to its `GET /jobs/{id}/events` streams."""
+    return f"offload:events:{job_id}"
+
+
+DEFAULT_JOBS_MODULE = "jobs"
+
+
+def load_catalog(module: str = DEFAULT_JOBS_MODULE) -> Registry:
+    """The catalogue: every job that importing `module` (the JOBS_MODULE setting) registers with `@job`."""
+    importlib.import_module(module)
+    return registry

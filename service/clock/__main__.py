@@ -1,0 +1,5 @@
+"""`python -m service.clock`: the Procfile's clock."""
+
+from service.clock.clock import main
+
+main()

@@ -1,0 +1,158 @@
+"""Reading jobs back from Redis: the API's view of a job, and waiting for one to end."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from redis import Redis
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+from rq.registry import ScheduledJobRegistry
+from rq.results import Result
+from rq.serializers import JSONSerializer
+from rq.utils import as_text
+
+from service.catalog import Registry
+from service.web.errors import JobNotFoundError
+from service.web.schemas import CallbackView, JobError, JobProgress, JobView
+
+TERMINAL = frozenset({"finished", "failed", "stopped", "canceled"})
+# A wait blocks on the job's result stream in slices this long, then re-reads the status, so
+# state changes that write no result (a cancel) are seen within one slice.
+WAIT_SLICE_MS = 1000
+# Where the web's dashboard shows a job (its id appended), or None when it serves none. Set per
+# request by service/dashboard.py, since views are built far below the routes that know the app.
+dashboard_job_page: ContextVar[str | None] = ContextVar("dashboard_job_page", default=None)
+
+
+def fetch_job(connection: Redis, job_id: str) -> Job:
+    """The job, or a 404 error."""
+    try:
+        return Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
+    except NoSuchJobError:
+        raise JobNotFoundError(job_id) from None
+
+
+def job_view(job: Job, registry: Registry) -> JobView:
+    """What the API shows of a job."""
+    return job_views(job.connection, [job], registry)[0]
+
+
+def job_views(connection: Redis, jobs: Sequence[Job], registry: Registry) -> list[JobView]:
+    """The views of several jobs, with one round trip for what the job hashes lack: the latest
+    result of ended jobs and the due time of scheduled ones."""
+    statuses = [status_of(job) for job in jobs]
+    with connection.pipeline(transaction=False) as pipe:
+        for job, status in zip(jobs, statuses, strict=True):
+            if status in TERMINAL:
+                pipe.xrevrange(Result.get_key(job.id), count=1)
+            elif status == "scheduled":
+                pipe.zscore(ScheduledJobRegistry(job.origin, connection=connection).key, job.id)
+        extras: Iterator[Any] = iter(pipe.execute())
+    views = []
+    for job, status in zip(jobs, statuses, strict=True):
+        latest: Result | None = None
+        due: float | None = None
+        if status in TERMINAL:
+            entries = next(extras)
+            if entries:
+                result_id, payload = entries[0]
+                latest = Result.restore(
+                    job.id, as_text(result_id), payload, connection=connection, serializer=JSONSerializer
+                )
+        elif status == "scheduled":
+            due = next(extras)
+        views.append(_view(job, status, latest, due, registry))
+    return views
+
+
+def status_of(job: Job) -> str:
+    """The job's status as the API spells it."""
+    status = job.get_status(refresh=False)
+    return status.value if status is not None else "unknown"
+
+
+def _view(job: Job, status: str, latest: Result | None, due: float | None, registry: Registry) -> JobView:
+    registered = registry.by_path(job.func_name)
+    result: Any = None
+    error: JobError | None = None
+    if latest is not None and latest.type == Result.Type.SUCCESSFUL and status == "finished":
+        result = latest.return_value
+    elif status in ("failed", "stopped"):
+        error = _error(job, latest)
+    progress = job.meta.get("progress")
+    callback = job.meta.get("callback")
+    # Runs started: one per retry spent (offload gives a job one backoff interval per retry it
+    # may take), plus the current or final run.
+    spent = len(job.retry_intervals or []) - (job.retries_left or 0)
+    running_or_ended = status in {"started", "finished", "failed", "stopped"}
+    return JobView(
+        id=job.id,
+        name=registered.name if registered else None,
+        status=status,
+        queue=job.origin,
+        input=job.kwargs,
+        result=result,
+        error=error,
+        progress=JobProgress.model_validate(progress) if isinstance(progress, dict) else None,
+        created_at=job.created_at,
+        enqueued_at=job.enqueued_at,
+        scheduled_for=datetime.fromtimestamp(due, UTC) if due is not None else None,
+        started_at=job.started_at,
+        ended_at=job.ended_at,
+        worker=job.worker_name,
+        timeout=int(job.timeout) if job.timeout is not None else None,
+        attempts=max(spent, 0) + (1 if running_or_ended else 0),
+        retries_left=job.retries_left,
+        depends_on=job._dependency_ids,
+        callback=CallbackView.model_validate(callback) if isinstance(callback, dict) else None,
+        url=f"/jobs/{job.id}",
+        dashboard_url=f"{page}{quote(job.id, safe='')}" if (page := dashboard_job_page.get()) else None,
+    )
+
+
+def _error(job: Job, latest: Result | None) -> JobError:
+    """The job function records its exception's type and message (jobs/registry.py); failures
+    outside it (a timeout, a killed work horse) leave only RQ's traceback, whose last line says."""
+    recorded = job.meta.get("error")
+    if isinstance(recorded, dict) and {"type", "message"} <= recorded.keys():
+        return JobError(type=str(recorded["type"]), message=str(recorded["message"]))
+    text = (latest.exc_string if latest is not None else None) or ""
+    if "AbandonedJobError" in text:
+        return JobError(
+            type="AbandonedJobError", message="the worker running this job stopped before it ended"
+        )
+    last = next((line for line in reversed(text.strip().splitlines()) if line.strip()), "")
+    kind, sep, message = last.partition(": ")
+    if not sep or " " in kind:
+        return JobError(type="Error", message=last or f"the job ended {job.get_status(refresh=False)}")
+    return JobError(type=kind.rsplit(".", 1)[-1], message=message)
+
+
+def wait_for_end(connection: Redis, job: Job, seconds: float) -> Job:
+    """Block until the job ends or `seconds` pass, woken by the worker writing its result."""
+    deadline = time.monotonic() + seconds
+    stream = Result.get_key(job.id)
+    last_seen = _last_entry(connection, stream)
+    while (job.get_status(refresh=True) or "") not in TERMINAL:
+        left_ms = int((deadline - time.monotonic()) * 1000)
+        if left_ms <= 0:
+            break
+        entries: Any = connection.xread({stream: last_seen}, block=min(left_ms, WAIT_SLICE_MS))
+        if entries:
+            last_seen = entries[0][1][-1][0]
+    try:
+        job.refresh()
+    except NoSuchJobError:
+        raise JobNotFoundError(job.id) from None
+    return job
+
+
+def _last_entry(connection: Redis, stream: str) -> bytes | str:
+    newest: Any = connection.xrevrange(stream, count=1)
+    return newest[0][0] if newest else "0-0"

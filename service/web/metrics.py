@@ -1,0 +1,189 @@
+"""Prometheus metrics for `GET /metrics`, with the official client library (prometheus_client).
+
+Two kinds, told apart by where they live:
+
+- **Cluster-wide, read from Redis at each scrape**: jobs per queue per status, workers per state,
+  jobs enqueued and runs ended per job name. Any web process answers with the same figures. A
+  scrape costs a fixed number of Redis commands in three round trips: registry sizes (LLEN, ZCARD,
+  ZCOUNT: O(1) or O(log n)), the workers' set and one hash of counters (a handful of entries
+  each), the workers' states. Never a scan: the cost does not grow with the number of jobs.
+- **This process's own**: HTTP requests and their latency by route template, process and GC
+  figures. With several web processes, each counts its own requests.
+
+The job counters are hash fields that the enqueue transaction and the workers HINCRBY
+(jobs/enqueueing.py `count_event`): counts kept in a web process would only see that process's
+enqueues, and no web process sees a job end. They are as durable as Redis; a Redis that lost them
+looks to Prometheus like a counter reset, which `rate()` and `increase()` handle.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from redis import Redis
+from redis.exceptions import RedisError
+from rq.utils import as_text
+from rq.worker import WorkerStatus
+from rq.worker_registration import REDIS_WORKER_KEYS
+
+from service.store.counts import queue_counts
+from service.store.enqueue import COUNTERS_KEY
+
+log = logging.getLogger(__name__)
+
+# How a run of a job ended, as the worker counts it (service/jobreport.py, service/shutdown.py).
+# `retried`: it failed and will run again; `interrupted`: its worker stopped and put it back on its
+# queue, a retry unspent; `failed` and `stopped` are final.
+OUTCOMES = ("finished", "failed", "stopped", "retried", "interrupted")
+WORKER_STATES = tuple(state.value for state in WorkerStatus)
+# Seconds. Beyond the library's defaults: `?wait=` requests last up to 25 s, event streams minutes.
+HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+# The route label of a request that matched no route (404s): one label for any number of paths.
+UNMATCHED = "unmatched"
+
+
+class Metrics:
+    """One app's metrics, in a registry of its own: two apps in one process never share counts."""
+
+    def __init__(self, job_names: Iterable[str]) -> None:
+        self.registry = CollectorRegistry()
+        self.job_names = tuple(job_names)
+        self.http_requests = Counter(
+            "offload_http_requests",
+            "HTTP requests this web process answered, by method, route template and status code.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.http_duration = Histogram(
+            "offload_http_request_duration_seconds",
+            "Time from a request's arrival to the end of its response, by method and route template.",
+            ["method", "route"],
+            buckets=HTTP_BUCKETS,
+            registry=self.registry,
+        )
+        ProcessCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.http_requests.labels(method, route, str(status)).inc()
+        self.http_duration.labels(method, route).observe(seconds)
+
+    def render(self, connection: Redis, accept: str = "") -> tuple[bytes, str]:
+        """The scrape's body and content type (Prometheus text, or OpenMetrics when asked for)."""
+        encode, content_type = choose_encoder(accept)
+        return encode(_Scrape(self.registry, RedisCollector(connection, self.job_names))), content_type
+
+
+class _Scrape:
+    """This process's registry and the Redis-backed families, exposed as one collection."""
+
+    def __init__(self, *collectors: Collector) -> None:
+        self.collectors = collectors
+
+    def collect(self) -> Iterator[Metric]:
+        for collector in self.collectors:
+            yield from collector.collect()
+
+
+class RedisCollector:
+    """The cluster-wide families, read from Redis when collected: a fixed number of commands."""
+
+    def __init__(self, connection: Redis, job_names: Iterable[str]) -> None:
+        self.connection = connection
+        # Registered jobs get every series from the start (at 0), so a first increase shows.
+        self.job_names = tuple(job_names)
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily(
+            "offload_redis_up",
+            "1 when this scrape read Redis; 0 when Redis did not answer, and the job, worker and "
+            "counter families are then left out rather than shown as zeros.",
+        )
+        try:
+            families = self._read()
+        except RedisError as exc:
+            # Redis' message names host and port, never the password.
+            log.warning("metrics without Redis' figures, Redis is unavailable: %s", exc)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield from families
+
+    def _read(self) -> list[Metric]:
+        counts = queue_counts(self.connection)
+        with self.connection.pipeline(transaction=False) as pipe:
+            pipe.smembers(REDIS_WORKER_KEYS)
+            pipe.hgetall(COUNTERS_KEY)
+            worker_keys, counters = pipe.execute()
+        states: list[Any] = []
+        if worker_keys:
+            with self.connection.pipeline(transaction=False) as pipe:
+                for key in worker_keys:
+                    pipe.hget(key, "state")
+                states = pipe.execute()
+        return [_jobs(counts), _workers(states), *_counters(counters, self.job_names)]
+
+
+def _jobs(counts: dict[str, dict[str, int]]) -> Metric:
+    family = GaugeMetricFamily(
+        "offload_jobs",
+        "Jobs in each queue by status, from RQ's registries (as GET /queues shows them).",
+        labels=["queue", "status"],
+    )
+    for queue, by_status in counts.items():
+        for status, count in by_status.items():
+            family.add_metric([queue, status], count)
+    return family
+
+
+def _workers(states: list[Any]) -> Metric:
+    family = GaugeMetricFamily(
+        "offload_workers", "Workers alive (registered, record not expired) by state.", labels=["state"]
+    )
+    by_state = dict.fromkeys(WORKER_STATES, 0)
+    for state in states:
+        if state is not None:  # a worker whose record expired: it died without saying so
+            by_state[as_text(state)] = by_state.get(as_text(state), 0) + 1
+    for state, count in by_state.items():
+        family.add_metric([state], count)
+    return family
+
+
+def _counters(fields: dict[Any, Any], job_names: tuple[str, ...]) -> list[Metric]:
+    enqueued = CounterMetricFamily(
+        "offload_jobs_enqueued",
+        "Jobs enqueued, by job name, by every process of the deployment (kept in Redis).",
+        labels=["job"],
+    )
+    runs = CounterMetricFamily(
+        "offload_job_runs",
+        "Runs of jobs that ended, by job name and outcome (finished, failed, stopped, retried, "
+        "interrupted), in every worker of the deployment (kept in Redis).",
+        labels=["job", "outcome"],
+    )
+    values = {(name, event): 0 for name in job_names for event in ("enqueued", *OUTCOMES)}
+    for field, value in fields.items():
+        name, _, event = as_text(field).rpartition(":")
+        values[(name, event)] = int(value)
+    for (name, event), value in sorted(values.items()):
+        if event == "enqueued":
+            enqueued.add_metric([name], value)
+        elif event in OUTCOMES:
+            runs.add_metric([name, event], value)
+    return [enqueued, runs]

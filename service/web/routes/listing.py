@@ -1,0 +1,86 @@
+"""Routes that list: jobs (filtered, paginated), queues with counts, workers."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import anyio
+from fastapi import APIRouter, Query
+from redis import Redis
+from rq import Worker
+from rq.serializers import JSONSerializer
+
+from service.store.counts import queue_counts
+from service.store.enqueue import QUEUES
+from service.store.listing import Cursor, InvalidCursorError, list_jobs
+from service.web.deps import ConnectionDep, RegistryDep
+from service.web.errors import InvalidOptionError
+from service.web.schemas import JobPage, QueueView, WorkerView
+
+router = APIRouter()
+Status = Literal["queued", "scheduled", "deferred", "started", "finished", "failed", "stopped", "canceled"]
+MAX_PAGE = 200
+
+
+@router.get("/jobs", tags=["jobs"], response_model=JobPage)
+async def read_jobs(
+    connection: ConnectionDep,
+    registry: RegistryDep,
+    status: Annotated[Status | None, Query(description="Only jobs in this status")] = None,
+    queue: Annotated[Literal[QUEUES] | None, Query(description="Only jobs of this queue")] = None,  # type: ignore[valid-type]
+    name: Annotated[str | None, Query(max_length=64, description="Only jobs of this job name")] = None,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="`next_cursor` of the previous page")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Most jobs on the page")] = 50,
+) -> JobPage:
+    """List jobs newest first; a page may hold fewer than `limit`: follow `next_cursor` to its end."""
+    try:
+        position = Cursor.parse(cursor) if cursor is not None else None
+    except InvalidCursorError as exc:
+        raise InvalidOptionError("cursor", str(exc)) from None
+    if name is not None and registry.get(name) is None:
+        raise InvalidOptionError("name", f"no job named {name!r}; known jobs: {', '.join(registry.names())}")
+    page = await anyio.to_thread.run_sync(
+        lambda: list_jobs(
+            connection, registry, limit=limit, status=status, queue=queue, name=name, cursor=position
+        )
+    )
+    return JobPage(jobs=page.jobs, next_cursor=page.next_cursor)
+
+
+@router.get("/queues", tags=["queues"], response_model=list[QueueView])
+async def read_queues(connection: ConnectionDep) -> list[QueueView]:
+    """Jobs per status in each queue, from the registries' sizes (one round trip)."""
+    return await anyio.to_thread.run_sync(_queue_counts, connection)
+
+
+def _queue_counts(connection: Redis) -> list[QueueView]:
+    # The same count /metrics exposes (service/counts.py), so the two always agree.
+    return [QueueView(name=name, counts=counts) for name, counts in queue_counts(connection).items()]
+
+
+@router.get("/workers", tags=["queues"], response_model=list[WorkerView])
+async def read_workers(connection: ConnectionDep) -> list[WorkerView]:
+    """The workers alive, with their state, queues and current job."""
+    return await anyio.to_thread.run_sync(_workers, connection)
+
+
+def _workers(connection: Redis) -> list[WorkerView]:
+    return [
+        WorkerView(
+            name=worker.name,
+            state=str(worker.get_state()),
+            queues=worker.queue_names(),
+            current_job=worker.get_current_job_id(),
+            successful_jobs=worker.successful_job_count,
+            failed_jobs=worker.failed_job_count,
+            hostname=worker.hostname,
+            pid=worker.pid,
+            started_at=worker.birth_date,
+            last_heartbeat=worker.last_heartbeat,
+        )
+        for worker in sorted(
+            Worker.all(connection=connection, serializer=JSONSerializer), key=lambda w: w.name
+        )
+    ]

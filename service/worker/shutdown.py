@@ -1,0 +1,190 @@
+"""A forking worker's graceful stop: the running job gets a grace period, then goes back to its queue.
+
+On the first SIGTERM or SIGINT (a dyno restart, Ctrl-C) RQ's warm shutdown lets the running job
+finish. Heroku SIGKILLs the dyno 30 s later, and a job cut off that way would only be found
+abandoned later, costing it one of its retries. So a grace timer starts with the warm shutdown:
+a job still running when it ends has its work horse killed, and is put back at the front of its
+queue exactly as it was before this run (status `queued`, `retries_left`, `started_at`, meta), out
+of the started registry, with no failed result, failed registry entry, callback or webhook. The
+worker then exits; the next worker runs the job again.
+
+A second signal does the same at once, where RQ's cold shutdown would exit and leave the job to be
+found abandoned; a third one is RQ's cold shutdown. SIGKILL gives no chance to do anything: the job
+is found abandoned by RQ's registry cleanup (service/recovery.py).
+
+The grace timer is a thread, as RQ's own stop command kills a horse from its pubsub thread: the
+main thread sits in RQ's `os.wait4` on the horse, which Python resumes after a signal handler
+returns (PEP 475) until the horse exits or RQ's monitoring interval passes; the horse's death is
+what wakes it on time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from types import FrameType
+from typing import Any
+
+from redis.exceptions import RedisError
+from rq import Queue, Worker
+from rq.executions import Execution
+from rq.job import Job, JobStatus
+from rq.utils import now
+
+from service.catalog import events_channel
+from service.logs import fields
+from service.store.enqueue import count_event
+from service.worker.report import job_name
+
+log = logging.getLogger("offload.job")
+
+DEFAULT_GRACE_SECONDS = 25.0  # under Heroku's 30 s, leaving time to requeue and exit
+# What a job's record says about its last run; a run cut short for a stop must leave no trace in it.
+RUN_FIELDS = ("started_at", "ended_at", "worker_name", "last_heartbeat")
+# The `offload_job_runs_total` outcome of a run cut short by a stop and requeued (service/metrics.py).
+INTERRUPTED = "interrupted"
+
+
+@dataclass
+class Run:
+    """The job a work horse is running, as the worker saw it before the run began."""
+
+    job_id: str
+    horse_pid: int
+    before: dict[str, Any]
+    interrupted: str | None = None  # why the worker killed the horse, once it has
+    started: datetime = field(default_factory=now)
+
+
+class GracefulStop(Worker):
+    """A forking worker whose warm shutdown gives the running job `grace_seconds`, then requeues it."""
+
+    grace_seconds: float = DEFAULT_GRACE_SECONDS  # WORKER_GRACE_SECONDS (service/worker.py's main)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._run: Run | None = None
+        self._grace_timer: threading.Timer | None = None
+        self._grace_over = False
+        self._before: dict[str, Any] = {}
+
+    def prepare_execution(self, job: Job) -> Execution:
+        # The claim (service/recovery.py) marks the job started: read it as it was before this run.
+        self._before = {name: getattr(job, name) for name in RUN_FIELDS}
+        return super().prepare_execution(job)
+
+    def handle_warm_shutdown_request(self) -> None:
+        super().handle_warm_shutdown_request()  # type: ignore[no-untyped-call]  # rq leaves it unannotated
+        if self._grace_timer is None:
+            run = self._run
+            if run is not None:
+                log.info(
+                    "the running job has %g s to finish, else it goes back to its queue",
+                    self.grace_seconds,
+                    extra=fields(job_id=run.job_id, worker=self.name),
+                )
+            self._grace_timer = threading.Timer(self.grace_seconds, self._end_grace)
+            self._grace_timer.daemon = True
+            self._grace_timer.start()
+
+    def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
+        """A second signal: requeue the running job now; a third (or none running): RQ's cold stop."""
+        first = self._shutdown_requested_date
+        # RQ ignores a signal within 1 s of the first: Ctrl-C under honcho sends SIGINT and SIGTERM.
+        duplicate = first is not None and now() - first < timedelta(seconds=1)
+        if not duplicate and self._interrupt("cold shutdown"):
+            return  # the horse dies, the job is requeued, and the worker exits as in a warm shutdown
+        super().request_force_stop(signum, frame)
+
+    def monitor_work_horse(self, job: Job, queue: Queue, execution: Execution) -> None:
+        self._run = Run(job.id, self.horse_pid, self._before)
+        if self._grace_over:  # the stop came while this horse was being forked
+            self._interrupt("grace period over")
+        try:
+            super().monitor_work_horse(job, queue, execution)
+        finally:
+            self._run = None
+
+    def handle_job_failure(
+        self,
+        job: Job,
+        queue: Queue,
+        started_job_registry: Any = None,
+        exc_string: str = "",
+        execution: Execution | None = None,
+    ) -> None:
+        run = self._run
+        ours = run is not None and run.interrupted is not None and run.job_id == job.id
+        # A stop asked for by a user (RQ's stop command) wins: the job is then `stopped`, as RQ says.
+        if run is None or not ours or execution is None or self._stopped_job_id == job.id:
+            super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+            return
+        # In the worker, for a work horse it killed to stop: the run was no failure of the job.
+        if not self.connection.exists(execution.key):
+            return  # the horse closed the run itself (a retry queued) just before it was killed
+        self._requeue(job, queue, execution, run)
+
+    def teardown(self) -> None:
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+        super().teardown()  # type: ignore[no-untyped-call]  # rq leaves it unannotated
+
+    def _end_grace(self) -> None:
+        """The grace timer's thread: the grace period is over."""
+        self._grace_over = True
+        self._interrupt("grace period over")
+
+    def _interrupt(self, reason: str) -> bool:
+        """Kill the running job's work horse, marking the run for a requeue; False if none runs."""
+        run = self._run
+        if run is None or run.interrupted is not None:
+            return False
+        run.interrupted = reason
+        # The horse leads a process group of its own (RQ's fork_work_horse); its pid, read when
+        # the run began, not RQ's kill_horse: `horse_pid` turns 0 once the horse is reaped, and
+        # killpg(getpgid(0)) would be this worker's own group.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.horse_pid, signal.SIGKILL)
+        return True
+
+    def _requeue(self, job: Job, queue: Queue, execution: Execution, run: Run) -> None:
+        """Put the job back at the front of its queue as it was before the run, in one transaction."""
+        duration = (now() - run.started).total_seconds()
+        name = job_name(job)
+        for attribute, value in run.before.items():
+            setattr(job, attribute, value)
+        try:
+            with self.connection.pipeline() as pipe:
+                self.cleanup_execution(job, pipeline=pipe, execution=execution)  # out of "started"
+                # What RQ's Queue does to enqueue a job, at the front, with its retries unspent.
+                job.set_status(JobStatus.QUEUED, pipeline=pipe)
+                job.save(pipeline=pipe)  # the worker's copy: meta and progress from before the run
+                if not job.meta:  # RQ saves no meta when it is empty: drop the run's own
+                    pipe.hdel(job.key, "meta")
+                job.cleanup(ttl=job.ttl, pipeline=pipe)  # the horse made the record permanent
+                queue.push_job_id(job.id, pipeline=pipe, at_front=True)
+                count_event(pipe, name, INTERRUPTED)
+                pipe.publish(events_channel(job.id), "requeued")
+                pipe.execute()
+        except RedisError:
+            log.exception(
+                "could not requeue job %s; RQ will find it abandoned", job.id, extra=fields(job_id=job.id)
+            )
+            return
+        # RQ has just logged the killed horse as a failure; this says what became of the job.
+        log.warning(
+            "job requeued",
+            extra=fields(
+                job_id=job.id,
+                job=name,
+                queue=queue.name,
+                worker=self.name,
+                reason=run.interrupted,
+                duration_ms=round(duration * 1000, 1),
+            ),
+        )
