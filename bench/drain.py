@@ -29,7 +29,8 @@ from bench import noop
 from bench.processes import Context
 from bench.report import Better, Row, median
 from service.dev.harness import child_env, running_redis, start_logged
-from service.store.enqueue import WORKER_QUEUES, enqueue
+from service.store.enqueue import enqueue
+from service.store.layout import WORKER_QUEUES
 
 QUEUE = "default"
 BATCH = 1000

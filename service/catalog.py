@@ -14,7 +14,8 @@ from croniter import croniter
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
 from rq.job import get_current_job
 
-from service.store.enqueue import QUEUES, WORKER_QUEUES, EnqueueOptions, enqueue
+from service.store.enqueue import EnqueueOptions, enqueue
+from service.store.layout import QUEUES, WORKER_QUEUES, events_channel
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -219,11 +220,6 @@ def report_progress(fraction: float, message: str = "") -> None:
     current.save_meta()
     # Wakes the job's event streams, which then read the saved progress themselves.
     current.connection.publish(events_channel(current.id), "progress")
-
-
-def events_channel(job_id: str) -> str:
-    """The pub/sub channel that announces a job's changes to its `GET /jobs/{id}/events` streams."""
-    return f"offload:events:{job_id}"
 
 
 DEFAULT_JOBS_MODULE = "jobs"

@@ -30,7 +30,7 @@ from rq.registry import (
 from rq.results import Result
 from rq.serializers import JSONSerializer
 
-from service.store.views import TERMINAL
+from service.store.layout import TERMINAL, queue_key
 
 FINAL_RESULTS = frozenset({Result.Type.SUCCESSFUL, Result.Type.FAILED, Result.Type.STOPPED})
 # What RQ writes when a run was cut off: the worker saw its horse die, or a sweep found it abandoned.
@@ -79,7 +79,7 @@ class Accounting:
 def queue_keys(queues: Iterable[str]) -> list[str]:
     keys = []
     for name in queues:
-        key = f"rq:queue:{name}"
+        key = queue_key(name)
         keys += [key, IntermediateQueue.get_intermediate_queue_key(key)]
     return keys
 
@@ -88,7 +88,7 @@ def backlog(connection: redis.Redis, queues: Iterable[str]) -> int:
     """Jobs waiting in the queues."""
     with connection.pipeline(transaction=False) as pipe:
         for name in queues:
-            pipe.llen(f"rq:queue:{name}")
+            pipe.llen(queue_key(name))
         return sum(pipe.execute())
 
 

@@ -18,10 +18,9 @@ from bench.soak.accounting import Accounting, Submitted, account, backlog, in_fl
 from bench.soak.jobs import JOBS_MODULE
 from bench.soak.workers import KILL_KINDS, Kill, SoakError, Workers
 from service.dev.harness import child_env, running_redis, running_stack, wait_until
-from service.store.views import TERMINAL
+from service.store.layout import QUEUES, TERMINAL
 
 JOB = "soak_step"
-QUEUES = ("high", "default", "low")
 POST_ATTEMPTS = 8
 # Unended jobs with nothing queued, started, scheduled or deferred for this long are lost, not late.
 QUIET_SECONDS = 5.0

@@ -33,10 +33,10 @@ from service.connection import connect
 from service.logs import configure_logging
 from service.schedules import last_enqueued, scheduled_jobs
 from service.settings import load_settings
+from service.store.layout import LEASE_KEY
 
 log = logging.getLogger("service.clock")  # not __name__: `python -m` makes that "__main__"
 
-LEASE_KEY = "offload:clock:lease"
 # A clock that stops renewing (killed, frozen, cut off from Redis) loses the lease this long after
 # its last renewal; a standby then takes over. The holder renews, and a standby asks, every third.
 LEASE_SECONDS = 30.0

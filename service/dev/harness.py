@@ -22,6 +22,7 @@ import redis
 from honcho.environ import parse_procfile
 
 from service.dev.redis_server import RedisServer, free_port
+from service.store.layout import TERMINAL
 
 ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK = "127.0.0.1"
@@ -239,9 +240,6 @@ class Stack:
             job: dict[str, Any] = response.json()
             if job["status"] in TERMINAL or time.monotonic() >= deadline:
                 return job
-
-
-TERMINAL = frozenset({"finished", "failed", "stopped", "canceled"})
 
 
 def new_client(base_url: str) -> httpx2.Client:

@@ -18,7 +18,7 @@ from rq.registry import (
     StartedJobRegistry,
 )
 
-from service.store.enqueue import WORKER_QUEUES
+from service.store.layout import WORKER_QUEUES, queue_key
 
 # Registries scored by expiry time: entries past it are gone but not yet cleaned by a worker.
 EXPIRING = {"started": StartedJobRegistry, "finished": FinishedJobRegistry, "failed": FailedJobRegistry}
@@ -37,7 +37,7 @@ def queue_counts(connection: Redis) -> dict[str, dict[str, int]]:
     now = time.time()
     with connection.pipeline(transaction=False) as pipe:
         for name in WORKER_QUEUES:
-            pipe.llen(f"rq:queue:{name}")
+            pipe.llen(queue_key(name))
             for lasting in LASTING.values():
                 pipe.zcard(lasting(name, connection=connection).key)
             for expiring in EXPIRING.values():

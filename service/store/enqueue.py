@@ -28,33 +28,23 @@ from rq.registry import ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 from rq.utils import as_text, get_call_string, now, utcformat
 
-from service.store.wake import MAX_TOKENS, wake, wake_key
+from service.store.layout import (
+    CALLBACK_HOOKS,
+    COUNTERS_KEY,
+    INDEX_RETENTION_SECONDS,
+    QUEUES,
+    counter_field,
+    idempotency_key,
+    index_key,
+    wake_key,
+)
+from service.store.wake import MAX_TOKENS, wake
 
 if TYPE_CHECKING:
     from redis.client import Pipeline
 
     from service.catalog import RegisteredJob
 
-# The queues a request may name, in priority order: a worker takes from the first with work.
-QUEUES: tuple[str, ...] = ("high", "default", "low")
-# Webhook deliveries have a queue of their own, right after `high`: they are short (a POST
-# with a timeout) and late ones are worth little, so they must not wait behind long jobs.
-WEBHOOK_QUEUE = "webhooks"
-WORKER_QUEUES: tuple[str, ...] = ("high", WEBHOOK_QUEUE, "default", "low")
-# RQ calls these by dotted path when a job with a `callback_url` ends (service/webhooks.py).
-CALLBACK_HOOKS = {
-    "on_success": "service.worker.webhooks.on_success",
-    "on_failure": "service.worker.webhooks.on_failure",
-    "on_stopped": "service.worker.webhooks.on_stopped",
-}
-INDEX_KEY = "offload:index"  # every job offload enqueued, scored by enqueue time (µs)
-# Listing entries outlive most job records; readers skip and drop the ones that expired.
-INDEX_RETENTION_SECONDS = 90 * 24 * 3600
-IDEMPOTENCY_PREFIX = "offload:idempotency:"
-# Cluster-wide job counts for /metrics, one hash field per job name and event ("word_count:enqueued",
-# "word_count:finished", ...). Every web process and worker adds to the same field, so the totals
-# are the whole deployment's, not one process's; a handful of fields, whatever the number of jobs.
-COUNTERS_KEY = "offload:counters"
 # Concurrent writers touching the same idempotency key or dependency: retry the transaction.
 TRANSACTION_ATTEMPTS = 20
 
@@ -111,8 +101,7 @@ class Idempotency:
 
     @property
     def redis_key(self) -> str:
-        # Hashed: the client's key can be any text, and Redis keys should stay short and plain.
-        return IDEMPOTENCY_PREFIX + hashlib.sha256(self.key.encode()).hexdigest()
+        return idempotency_key(self.key)
 
 
 @dataclass
@@ -275,16 +264,7 @@ def _index(pipe: Pipeline, name: str, queue: str, job_ids: list[str], now: float
 
 def count_event(pipe: Redis | Pipeline, name: str, event: str, amount: int = 1) -> None:
     """Add to the cluster-wide count of `event` for jobs named `name` (read by /metrics)."""
-    pipe.hincrby(COUNTERS_KEY, f"{name}:{event}", amount)
-
-
-def index_key(name: str | None = None, queue: str | None = None) -> str:
-    """The listing index of the jobs with this name, else this queue, else of every job."""
-    if name is not None:
-        return f"{INDEX_KEY}:name:{name}"
-    if queue is not None:
-        return f"{INDEX_KEY}:queue:{queue}"
-    return INDEX_KEY
+    pipe.hincrby(COUNTERS_KEY, counter_field(name, event), amount)
 
 
 def _fingerprint(

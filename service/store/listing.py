@@ -19,7 +19,7 @@ from rq.serializers import JSONSerializer
 from rq.utils import as_text
 
 from service.catalog import Registry
-from service.store.enqueue import index_key
+from service.store.layout import index_key
 from service.store.views import job_views, status_of
 from service.web.schemas import JobView
 

@@ -24,7 +24,8 @@ from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job, JobStatus
 from rq.utils import as_text, backend_class, now
 
-from service.store.wake import WakingQueue, wake_key
+from service.store.layout import JOB_KEY_PREFIX, wake_key
+from service.store.wake import WakingQueue
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -46,11 +47,11 @@ _TAKE = """
 local n = #KEYS / 3
 for i = 1, n do
   local id = redis.call('LMOVE', KEYS[i], KEYS[n + i], 'LEFT', 'RIGHT')
-  if id then return {i, id, redis.call('HGETALL', 'rq:job:' .. id)} end
+  if id then return {i, id, redis.call('HGETALL', 'JOB_KEY_PREFIX' .. id)} end
 end
 redis.call('DEL', unpack(KEYS, 2 * n + 1, 3 * n))
 return false
-"""
+""".replace("JOB_KEY_PREFIX", JOB_KEY_PREFIX)
 
 # KEYS: intermediate list, queue list, wake list. ARGV: job id.
 # Back to the front of its queue, unless a worker claimed it meanwhile (the LREM finds nothing).

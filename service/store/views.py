@@ -18,10 +18,10 @@ from rq.serializers import JSONSerializer
 from rq.utils import as_text
 
 from service.catalog import Registry
+from service.store.layout import RAN, TERMINAL
 from service.web.errors import JobNotFoundError
 from service.web.schemas import CallbackView, JobError, JobProgress, JobView
 
-TERMINAL = frozenset({"finished", "failed", "stopped", "canceled"})
 # A wait blocks on the job's result stream in slices this long, then re-reads the status, so
 # state changes that write no result (a cancel) are seen within one slice.
 WAIT_SLICE_MS = 1000
@@ -90,7 +90,7 @@ def _view(job: Job, status: str, latest: Result | None, due: float | None, regis
     # Runs started: one per retry spent (offload gives a job one backoff interval per retry it
     # may take), plus the current or final run.
     spent = len(job.retry_intervals or []) - (job.retries_left or 0)
-    running_or_ended = status in {"started", "finished", "failed", "stopped"}
+    running_or_ended = status in RAN
     return JobView(
         id=job.id,
         name=registered.name if registered else None,

@@ -15,19 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 from rq import Queue
 
+from service.store.layout import wake_key
+
 if TYPE_CHECKING:
     from redis import Redis
     from redis.client import Pipeline
 
-WAKE_PREFIX = "offload:wake:"
 # A burst of pushes while every worker is busy leaves tokens that nobody takes: keep a few, since
 # a worker that finds its queues empty drops them all anyway.
 MAX_TOKENS = 64
-
-
-def wake_key(queue_name: str) -> str:
-    """The list idle workers of `queue_name` block on."""
-    return WAKE_PREFIX + queue_name
 
 
 def wake(pipe: Redis | Pipeline, queue_name: str, jobs: int = 1) -> None:

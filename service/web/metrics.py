@@ -40,7 +40,7 @@ from rq.worker import WorkerStatus
 from rq.worker_registration import REDIS_WORKER_KEYS
 
 from service.store.counts import queue_counts
-from service.store.enqueue import COUNTERS_KEY
+from service.store.layout import COUNTERS_KEY
 
 log = logging.getLogger(__name__)
 

@@ -18,11 +18,11 @@ from rq import Queue, SimpleWorker, Worker
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from service.catalog import Registry, events_channel, load_catalog
+from service.catalog import Registry, load_catalog
 from service.connection import connect
 from service.logs import configure_logging
 from service.settings import load_settings
-from service.store.enqueue import CALLBACK_HOOKS, WORKER_QUEUES
+from service.store.layout import CALLBACK_HOOKS, WORKER_QUEUES, events_channel
 from service.store.queues import SafeQueue
 from service.worker import webhooks
 from service.worker.recovery import (

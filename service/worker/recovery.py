@@ -22,7 +22,7 @@ from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job
 from rq.worker import BaseWorker, WorkerStatus
 
-from service.catalog import events_channel
+from service.store.layout import events_channel
 
 if TYPE_CHECKING:
     from redis.client import Pipeline

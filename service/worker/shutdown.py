@@ -36,9 +36,9 @@ from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.utils import now
 
-from service.catalog import events_channel
 from service.logs import fields
 from service.store.enqueue import count_event
+from service.store.layout import events_channel
 from service.worker.report import job_name
 
 log = logging.getLogger("offload.job")

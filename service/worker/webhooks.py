@@ -22,7 +22,7 @@ from rq.serializers import JSONSerializer
 
 from service.catalog import Registry
 from service.settings import load_settings
-from service.store.enqueue import WEBHOOK_QUEUE
+from service.store.layout import WEBHOOK_QUEUE
 from service.store.views import fetch_job, job_view, wait_for_end
 
 SIGNATURE_HEADER = "Offload-Signature"

@@ -22,7 +22,7 @@ from rq.cron import get_cron_job_history_key
 from rq.job import Job
 from rq.utils import as_text
 
-from service.clock.clock import LEASE_KEY, LEASE_SECONDS
+from service.clock.clock import LEASE_SECONDS
 from service.dev.harness import (
     STARTUP_TIMEOUT,
     STOP_TIMEOUT,
@@ -35,6 +35,7 @@ from service.dev.harness import (
     wait_until,
 )
 from service.dev.redis_server import RedisServer
+from service.store.layout import LEASE_KEY
 
 pytestmark = pytest.mark.integration
 

@@ -35,7 +35,7 @@ PRINTED = re.compile(r"offload: dashboard at (\S+)\s+\(user (\S+), password (\S+
 
 @pytest.fixture
 def runner(tmp_path: Path) -> Iterator[tuple[LoggedProcess, str]]:
-    """`python -m service.dev.run` with only the Procfile's web and no dashboard credentials set;
+    """`python -m service.dev` with only the Procfile's web and no dashboard credentials set;
     stopped with Ctrl-C, and anything left of it killed."""
     procfile = tmp_path / "Procfile"
     procfile.write_text(f"web: {procfile_commands()['web']}\n")
@@ -44,7 +44,7 @@ def runner(tmp_path: Path) -> Iterator[tuple[LoggedProcess, str]]:
         env = dict(os.environ, HOST=LOOPBACK, PORT=str(port), PYTHONUNBUFFERED="1", REDIS_URL=server.url)
         for name in ("DASHBOARD_USERNAME", "DASHBOARD_PASSWORD"):
             env.pop(name, None)
-        command = [sys.executable, "-m", "service.dev.run", "-f", str(procfile)]
+        command = [sys.executable, "-m", "service.dev", "-f", str(procfile)]
         process = start_logged("runner", command, tmp_path / "runner.log", env)
         try:
             yield process, f"http://{LOOPBACK}:{port}"

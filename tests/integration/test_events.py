@@ -9,8 +9,8 @@ import httpx2
 import pytest
 import redis
 
-from service.catalog import events_channel
 from service.dev.harness import Stack, wait_until
+from service.store.layout import events_channel
 from tests.integration.test_procfile_stack import enqueue
 from tests.unit.test_routes_events import Event, parse_events
 

@@ -1,4 +1,4 @@
-"""The local runner (`python -m service.dev.run`): embedded Redis, the Procfile, and a clean Ctrl-C."""
+"""The local runner (`python -m service.dev`): embedded Redis, the Procfile, and a clean Ctrl-C."""
 
 from __future__ import annotations
 
@@ -59,14 +59,14 @@ def command_line(pid: int) -> str:
 
 @pytest.fixture
 def runner(tmp_path: Path) -> Iterator[Runner]:
-    """`python -m service.dev.run` with no REDIS_URL, in its own session; killed with all below it."""
+    """`python -m service.dev` with no REDIS_URL, in its own session; killed with all below it."""
     port = free_port()
     # A data folder of its own: the repository's .data may hold a developer's backlog of jobs.
     env = dict(
         os.environ, HOST=LOOPBACK, PORT=str(port), PYTHONUNBUFFERED="1", OFFLOAD_DATA_DIR=str(tmp_path)
     )
     env.pop("REDIS_URL", None)
-    command = [sys.executable, "-m", "service.dev.run"]
+    command = [sys.executable, "-m", "service.dev"]
     process = start_logged("runner", command, tmp_path / "runner.log", env)
     started = Runner(process, f"http://{LOOPBACK}:{port}")
     try:

@@ -21,8 +21,9 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from service.catalog import RegisteredJob, Registry
-from service.clock.clock import LEASE_KEY, Clock, ClockStopped, Lease, main
+from service.clock.clock import Clock, ClockStopped, Lease, main
 from service.schedules import ScheduledJob, last_enqueued
+from service.store.layout import LEASE_KEY
 
 RunJobs = Callable[..., None]
 

@@ -15,15 +15,8 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from service.catalog import RegisteredJob, load_catalog
-from service.store.enqueue import (
-    INDEX_KEY,
-    EnqueueOptions,
-    Idempotency,
-    NewJob,
-    enqueue,
-    enqueue_fast,
-    fast_path_allows,
-)
+from service.store.enqueue import EnqueueOptions, Idempotency, NewJob, enqueue, enqueue_fast, fast_path_allows
+from service.store.layout import INDEX_KEY
 
 # Set by RQ at the moment of writing: the two paths cannot agree on them.
 TIMESTAMPS = {b"created_at", b"enqueued_at"}

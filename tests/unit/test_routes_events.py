@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 from httpx2 import Response
 from redis import Redis
 
-from service.catalog import events_channel
 from service.dev.redis_server import free_port
 from service.settings import Settings
+from service.store.layout import events_channel
 from service.web.app import create_app
 from tests.unit.test_routes_jobs import enqueue, read
 

@@ -13,17 +13,16 @@ from rq.registry import BaseRegistry, CanceledJobRegistry, FailedJobRegistry
 from rq.serializers import JSONSerializer
 
 from service.catalog import Registry
-from service.store.enqueue import index_key
-from service.store.views import TERMINAL, fetch_job, job_view, status_of, wait_for_end
+from service.store.layout import JOB_ID_PATTERN, NOT_YET_RUN, TERMINAL, index_key
+from service.store.views import fetch_job, job_view, status_of, wait_for_end
 from service.web.deps import ConnectionDep, RegistryDep
 from service.web.errors import ConflictError
 from service.web.schemas import JobView
 
 router = APIRouter(tags=["jobs"])
-JobId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,128}$", description="The job's id")]
+JobId = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="The job's id")]
 # A stop command kills the work horse at once; this covers the worker noticing and saving it.
 STOP_WAIT_SECONDS = 5.0
-NOT_YET_RUN = ("queued", "scheduled", "deferred")
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobView)

@@ -23,8 +23,9 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 from rq.job import Job
 
-from service.catalog import Registry, events_channel
-from service.store.views import TERMINAL, fetch_job, job_view
+from service.catalog import Registry
+from service.store.layout import JOB_ID_PATTERN, TERMINAL, events_channel
+from service.store.views import fetch_job, job_view
 from service.web.deps import ConnectionDep, RegistryDep, SettingsDep
 from service.web.errors import JobNotFoundError
 from service.web.schemas import JobView
@@ -32,7 +33,7 @@ from service.web.schemas import JobView
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["jobs"])
 
-JobId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,128}$", description="The job's id")]
+JobId = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="The job's id")]
 # Longest wait on the channel before re-reading the job anyway.
 RECHECK_SECONDS = 1.0
 # Closing a subscription is shielded from cancellation (a client that left cancels the stream);

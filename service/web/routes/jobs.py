@@ -15,22 +15,15 @@ from redis import Redis
 
 from service.catalog import RegisteredJob, Registry
 from service.settings import Settings
-from service.store.enqueue import (
-    QUEUES,
-    EnqueueOptions,
-    Idempotency,
-    enqueue,
-    enqueue_fast,
-    fast_path_allows,
-)
-from service.store.views import TERMINAL, fetch_job, job_view, job_views, wait_for_end
+from service.store.enqueue import EnqueueOptions, Idempotency, enqueue, enqueue_fast, fast_path_allows
+from service.store.layout import JOB_ID_PATTERN, QUEUES, TERMINAL, is_job_id
+from service.store.views import fetch_job, job_view, job_views, wait_for_end
 from service.web.auth import may_enqueue_job, require
 from service.web.deps import ConnectionDep, RegistryDep, SettingsDep
 from service.web.errors import InvalidOptionError, TooLargeError, UnknownJobNameError
 from service.web.routes.fast_enqueue import enqueue_route, new_job_view
 from service.web.schemas import JobView
 
-JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 JOB_ID = Path(pattern=JOB_ID_PATTERN, description="The id returned by the enqueue")
 QueueName = Literal[QUEUES]  # type: ignore[valid-type]
 # A client's clock and the network may put a near `at` slightly in the past: run it now.
@@ -76,7 +69,7 @@ async def enqueue_options(
     """Enqueue options are query parameters, so the body stays the job's own input."""
     settings: Settings = request.app.state.settings
     for job_id in depends_on:
-        if not _valid_id(job_id):
+        if not is_job_id(job_id):
             raise InvalidOptionError("depends_on", f"{job_id!r} is not a job id")
     if callback_url is not None and settings.webhook_secret is None:
         raise InvalidOptionError("callback_url", "this server has no WEBHOOK_SECRET to sign deliveries")
@@ -111,10 +104,6 @@ def _run_at(delay: float | None, at: datetime | None, has_dependencies: bool) ->
     if at > now + LONGEST_DELAY:
         raise InvalidOptionError("at", "`at` is more than a year away")
     return at if at > now else None
-
-
-def _valid_id(job_id: str) -> bool:
-    return 0 < len(job_id) <= 128 and all(c.isascii() and (c.isalnum() or c in "_-") for c in job_id)
 
 
 async def idempotency(

@@ -11,14 +11,13 @@ from rq import Worker
 from rq.serializers import JSONSerializer
 
 from service.store.counts import queue_counts
-from service.store.enqueue import QUEUES
+from service.store.layout import QUEUES, StatusName
 from service.store.listing import Cursor, InvalidCursorError, list_jobs
 from service.web.deps import ConnectionDep, RegistryDep
 from service.web.errors import InvalidOptionError
 from service.web.schemas import JobPage, QueueView, WorkerView
 
 router = APIRouter()
-Status = Literal["queued", "scheduled", "deferred", "started", "finished", "failed", "stopped", "canceled"]
 MAX_PAGE = 200
 
 
@@ -26,7 +25,7 @@ MAX_PAGE = 200
 async def read_jobs(
     connection: ConnectionDep,
     registry: RegistryDep,
-    status: Annotated[Status | None, Query(description="Only jobs in this status")] = None,
+    status: Annotated[StatusName | None, Query(description="Only jobs in this status")] = None,
     queue: Annotated[Literal[QUEUES] | None, Query(description="Only jobs of this queue")] = None,  # type: ignore[valid-type]
     name: Annotated[str | None, Query(max_length=64, description="Only jobs of this job name")] = None,
     cursor: Annotated[

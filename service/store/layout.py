@@ -1,0 +1,130 @@
+"""Offload's Redis layout, named once: every key, channel and name the processes share through Redis.
+
+RQ's own keys (`rq:job:<id>`, `rq:queue:<name>`, its registries) are RQ's to name: they are derived
+here from RQ's own functions, never spelled out, so an RQ upgrade that moves them moves them here
+too. Offload's keys all start with `offload:`. The Lua scripts that touch them are in
+`service/store/scripts.py`, each keyed by these names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal, get_args
+
+from rq import Queue
+from rq.intermediate_queue import IntermediateQueue
+from rq.job import Job
+
+# --- queues --------------------------------------------------------------------------------------
+
+# The queues a request may name, in priority order: a worker takes from the first with work.
+QueueName = Literal["high", "default", "low"]
+QUEUES: tuple[str, ...] = get_args(QueueName)
+# Webhook deliveries have a queue of their own, right after `high`: they are short (a POST with a
+# timeout) and late ones are worth little, so they must not wait behind long jobs.
+WEBHOOK_QUEUE = "webhooks"
+WORKER_QUEUES: tuple[str, ...] = ("high", WEBHOOK_QUEUE, "default", "low")
+
+# --- statuses (RQ's, as the API spells them) -----------------------------------------------------
+
+StatusName = Literal[
+    "queued", "scheduled", "deferred", "started", "finished", "failed", "stopped", "canceled"
+]
+STATUSES: tuple[str, ...] = get_args(StatusName)
+TERMINAL = frozenset({"finished", "failed", "stopped", "canceled"})
+NOT_YET_RUN = frozenset({"queued", "scheduled", "deferred"})
+# A job that is running or ran: it has started at least once.
+RAN = frozenset({"started", "finished", "failed", "stopped"})
+
+# --- job ids -------------------------------------------------------------------------------------
+
+# What a job id may be: offload makes UUIDs; RQ allows more, and jobs made elsewhere stay readable.
+JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
+JOB_ID_MAX_LENGTH = 128
+
+
+def is_job_id(text: str) -> bool:
+    """Whether `text` matches JOB_ID_PATTERN (without a regex: this runs per `depends_on` value)."""
+    return 0 < len(text) <= JOB_ID_MAX_LENGTH and all(
+        c.isascii() and (c.isalnum() or c in "_-") for c in text
+    )
+
+
+# --- RQ's keys, from RQ ----------------------------------------------------------------------------
+
+
+def job_key(job_id: str) -> str:
+    """The job's hash (RQ's)."""
+    return Job.key_for(job_id)
+
+
+def queue_key(queue: str) -> str:
+    """The queue's list of job ids (RQ's)."""
+    return Queue.redis_queue_namespace_prefix + queue
+
+
+def intermediate_key(queue: str) -> str:
+    """Where a worker moves a job id it takes, until it claims the job (RQ's)."""
+    return IntermediateQueue.get_intermediate_queue_key(queue_key(queue))
+
+
+# Prefix of a job's hash: the take script builds it from an id (not for Redis Cluster, which RQ does
+# not support either).
+JOB_KEY_PREFIX = job_key("")
+
+# --- offload's keys ------------------------------------------------------------------------------
+
+# Every job offload enqueued, scored by enqueue time (integer µs), and one such index per job name
+# and per queue: `GET /jobs` pages through them.
+INDEX_KEY = "offload:index"
+# Listing entries outlive most job records; readers skip and drop the ones that expired.
+INDEX_RETENTION_SECONDS = 90 * 24 * 3600
+# Cluster-wide job counts for /metrics, one hash field per job name and event ("word_count:enqueued",
+# "word_count:finished", ...): every process adds to the same fields.
+COUNTERS_KEY = "offload:counters"
+IDEMPOTENCY_PREFIX = "offload:idempotency:"
+WAKE_PREFIX = "offload:wake:"
+EVENTS_PREFIX = "offload:events:"
+LEASE_KEY = "offload:clock:lease"
+
+
+def index_key(name: str | None = None, queue: str | None = None) -> str:
+    """The listing index of the jobs with this name, else this queue, else of every job."""
+    if name is not None:
+        return f"{INDEX_KEY}:name:{name}"
+    if queue is not None:
+        return f"{INDEX_KEY}:queue:{queue}"
+    return INDEX_KEY
+
+
+def counter_field(name: str, event: str) -> str:
+    """The COUNTERS_KEY field that counts `event` (enqueued, finished, ...) for jobs named `name`."""
+    return f"{name}:{event}"
+
+
+def idempotency_key(client_key: str) -> str:
+    """Where a client's Idempotency-Key is remembered: hashed, since the client's key can be any text."""
+    return IDEMPOTENCY_PREFIX + hashlib.sha256(client_key.encode()).hexdigest()
+
+
+def wake_key(queue: str) -> str:
+    """The list idle workers of `queue` block on; every push of a job adds a token."""
+    return WAKE_PREFIX + queue
+
+
+def events_channel(job_id: str) -> str:
+    """The pub/sub channel that announces a job's changes to its `GET /jobs/{id}/events` streams."""
+    return EVENTS_PREFIX + job_id
+
+
+# --- callbacks -------------------------------------------------------------------------------------
+
+# RQ stores a job's callbacks by dotted path and imports them in the worker when the job ends. The
+# store writes these for a job with a `callback_url`; the worker refuses any other path
+# (service/worker/job.py), and tests/unit/test_store_layout.py checks that each names the worker's
+# function, since no import between the two shows it.
+CALLBACK_HOOKS = {
+    "on_success": "service.worker.webhooks.on_success",
+    "on_failure": "service.worker.webhooks.on_failure",
+    "on_stopped": "service.worker.webhooks.on_stopped",
+}
