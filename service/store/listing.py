@@ -19,9 +19,9 @@ from rq.serializers import JSONSerializer
 from rq.utils import as_text
 
 from service.catalog import Registry
+from service.schemas import JobView
 from service.store.layout import index_key
 from service.store.views import job_views, status_of
-from service.web.schemas import JobView
 
 SCAN_FACTOR = 4
 # Entries sharing the cursor's score: enqueue gives every job its own microsecond, so this

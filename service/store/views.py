@@ -18,9 +18,9 @@ from rq.serializers import JSONSerializer
 from rq.utils import as_text
 
 from service.catalog import Registry
+from service.schemas import CallbackView, JobError, JobProgress, JobView
+from service.store.errors import JobNotFoundError
 from service.store.layout import RAN, TERMINAL
-from service.web.errors import JobNotFoundError
-from service.web.schemas import CallbackView, JobError, JobProgress, JobView
 
 # A wait blocks on the job's result stream in slices this long, then re-reads the status, so
 # state changes that write no result (a cancel) are seen within one slice.

@@ -40,6 +40,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.catalog import Registry
 from service.settings import Settings
+from service.store.errors import JobNotFoundError
 from service.store.views import dashboard_job_page
 from service.web.errors import OffloadError
 from service.web.routes.control import requeue
@@ -281,6 +282,8 @@ def _requeue_job(connection: Redis, registry: Registry, job_id: str) -> Response
         requeue(connection, job_id, registry)
     except OffloadError as exc:
         return jsonify(status="ERROR", detail=exc.detail), exc.status_code
+    except JobNotFoundError as exc:
+        return jsonify(status="ERROR", detail=exc.detail), 404
     return jsonify(status="OK")
 
 
@@ -290,7 +293,7 @@ def _requeue_all(connection: Redis, registry: Registry, queue_name: str) -> Resp
     for job_id in failed.get_job_ids(cleanup=False):
         try:
             requeue(connection, job_id, registry)
-        except OffloadError:  # requeued or deleted meanwhile
+        except (OffloadError, JobNotFoundError):  # requeued or deleted meanwhile
             continue
         count += 1
     return jsonify(status="OK", count=count)

@@ -10,8 +10,9 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from service.schemas import ErrorBody
 from service.store.enqueue import EnqueueError, IdempotencyConflictError, UnknownDependencyError
-from service.web.schemas import ErrorBody
+from service.store.errors import JobNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +49,6 @@ class UnknownJobNameError(OffloadError):
 
     def __init__(self, name: str, known: list[str]) -> None:
         super().__init__(f"no job named {name!r}; known jobs: {', '.join(known)}")
-
-
-class JobNotFoundError(OffloadError):
-    status_code = 404
-
-    def __init__(self, job_id: str) -> None:
-        super().__init__(f"no job with id {job_id!r} (it never existed or its record expired)")
 
 
 class InvalidOptionError(OffloadError):
@@ -103,9 +97,15 @@ async def _enqueue_error(request: Request, exc: Exception) -> JSONResponse:
     return await _offload_error(request, error)
 
 
+async def _job_not_found(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, JobNotFoundError)
+    return JSONResponse({"detail": exc.detail}, status_code=404)
+
+
 def install(app: FastAPI) -> None:
     """Map offload's errors and an unreachable Redis to JSON answers."""
     app.add_exception_handler(OffloadError, _offload_error)
     app.add_exception_handler(EnqueueError, _enqueue_error)
+    app.add_exception_handler(JobNotFoundError, _job_not_found)
     app.add_exception_handler(RedisConnectionError, _redis_down)
     app.add_exception_handler(RedisTimeoutError, _redis_down)

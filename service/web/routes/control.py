@@ -13,11 +13,11 @@ from rq.registry import BaseRegistry, CanceledJobRegistry, FailedJobRegistry
 from rq.serializers import JSONSerializer
 
 from service.catalog import Registry
+from service.schemas import JobView
 from service.store.layout import JOB_ID_PATTERN, NOT_YET_RUN, TERMINAL, index_key
 from service.store.views import fetch_job, job_view, status_of, wait_for_end
 from service.web.deps import ConnectionDep, RegistryDep
 from service.web.errors import ConflictError
-from service.web.schemas import JobView
 
 router = APIRouter(tags=["jobs"])
 JobId = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="The job's id")]

@@ -24,11 +24,11 @@ from redis.exceptions import RedisError
 from rq.job import Job
 
 from service.catalog import Registry
+from service.schemas import JobView
+from service.store.errors import JobNotFoundError
 from service.store.layout import JOB_ID_PATTERN, TERMINAL, events_channel
 from service.store.views import fetch_job, job_view
 from service.web.deps import ConnectionDep, RegistryDep, SettingsDep
-from service.web.errors import JobNotFoundError
-from service.web.schemas import JobView
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["jobs"])

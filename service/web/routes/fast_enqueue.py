@@ -21,11 +21,11 @@ from fastapi.routing import APIRoute
 from starlette.types import Scope
 
 from service.catalog import RegisteredJob
+from service.schemas import CallbackView, JobView
 from service.store.enqueue import EnqueueOptions, NewJob, enqueue_fast
 from service.store.views import dashboard_job_page
 from service.web.auth import authenticate_request, check_may_enqueue
 from service.web.errors import OffloadError
-from service.web.schemas import CallbackView, JobView
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 # What the enqueue options' dependency makes of a request without a query string.

@@ -14,6 +14,7 @@ from pydantic import BaseModel, HttpUrl
 from redis import Redis
 
 from service.catalog import RegisteredJob, Registry
+from service.schemas import JobView
 from service.settings import Settings
 from service.store.enqueue import EnqueueOptions, Idempotency, enqueue, enqueue_fast, fast_path_allows
 from service.store.layout import JOB_ID_PATTERN, QUEUES, TERMINAL, is_job_id
@@ -22,7 +23,6 @@ from service.web.auth import may_enqueue_job, require
 from service.web.deps import ConnectionDep, RegistryDep, SettingsDep
 from service.web.errors import InvalidOptionError, TooLargeError, UnknownJobNameError
 from service.web.routes.fast_enqueue import enqueue_route, new_job_view
-from service.web.schemas import JobView
 
 JOB_ID = Path(pattern=JOB_ID_PATTERN, description="The id returned by the enqueue")
 QueueName = Literal[QUEUES]  # type: ignore[valid-type]

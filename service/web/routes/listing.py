@@ -10,12 +10,12 @@ from redis import Redis
 from rq import Worker
 from rq.serializers import JSONSerializer
 
+from service.schemas import JobPage, QueueView, WorkerView
 from service.store.counts import queue_counts
 from service.store.layout import QUEUES, StatusName
 from service.store.listing import Cursor, InvalidCursorError, list_jobs
 from service.web.deps import ConnectionDep, RegistryDep
 from service.web.errors import InvalidOptionError
-from service.web.schemas import JobPage, QueueView, WorkerView
 
 router = APIRouter()
 MAX_PAGE = 200

@@ -11,10 +11,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.schedules import runs
+from service.schemas import CatalogEntry, CatalogSchedule, Health
 from service.web.auth import require
 from service.web.deps import ConnectionDep, RegistryDep
 from service.web.errors import RedisUnavailableError
-from service.web.schemas import CatalogEntry, CatalogSchedule, Health
 
 log = logging.getLogger(__name__)
 router = APIRouter()

@@ -1,4 +1,4 @@
-"""The API's response shapes (inputs are each job's own model, derived in jobs/registry.py)."""
+"""The shapes offload shows: a job (the API's answers and webhook bodies), pages, queues, the catalogue."""
 
 from __future__ import annotations
 
