@@ -19,6 +19,7 @@ from rq.utils import as_text
 
 from service.catalog import Registry
 from service.schemas import CallbackView, JobError, JobProgress, JobView
+from service.store.enqueue import NewJob
 from service.store.errors import JobNotFoundError
 from service.store.layout import RAN, TERMINAL
 
@@ -85,34 +86,96 @@ def _view(job: Job, status: str, latest: Result | None, due: float | None, regis
         result = latest.return_value
     elif status in ("failed", "stopped"):
         error = _error(job, latest)
-    progress = job.meta.get("progress")
-    callback = job.meta.get("callback")
     # Runs started: one per retry spent (offload gives a job one backoff interval per retry it
     # may take), plus the current or final run.
     spent = len(job.retry_intervals or []) - (job.retries_left or 0)
-    running_or_ended = status in RAN
-    return JobView(
-        id=job.id,
+    return render(
+        job_id=job.id,
         name=registered.name if registered else None,
         status=status,
         queue=job.origin,
-        input=job.kwargs,
-        result=result,
-        error=error,
-        progress=JobProgress.model_validate(progress) if isinstance(progress, dict) else None,
+        kwargs=job.kwargs,
+        meta=job.meta,
         created_at=job.created_at,
         enqueued_at=job.enqueued_at,
-        scheduled_for=datetime.fromtimestamp(due, UTC) if due is not None else None,
+        due=due,
+        timeout=int(job.timeout) if job.timeout is not None else None,
+        retries_left=job.retries_left,
+        attempts=max(spent, 0) + (1 if status in RAN else 0),
+        depends_on=job._dependency_ids,
+        result=result,
+        error=error,
         started_at=job.started_at,
         ended_at=job.ended_at,
         worker=job.worker_name,
-        timeout=int(job.timeout) if job.timeout is not None else None,
-        attempts=max(spent, 0) + (1 if running_or_ended else 0),
+    )
+
+
+def new_job_view(job: NewJob, name: str) -> JobView:
+    """What `job_views` would show of a job `enqueue_fast` just wrote, without reading it back."""
+    return render(
+        job_id=job.id,
+        name=name,
+        status=job.status,
+        queue=job.queue,
+        kwargs=job.kwargs,
+        meta=job.meta,
+        created_at=job.created_at,
+        enqueued_at=job.enqueued_at,
+        due=job.due,
+        timeout=job.timeout,
         retries_left=job.retries_left,
-        depends_on=job._dependency_ids,
+        attempts=0,
+        depends_on=[],
+    )
+
+
+def render(
+    *,
+    job_id: str,
+    name: str | None,
+    status: str,
+    queue: str,
+    kwargs: dict[str, Any],
+    meta: dict[str, Any],
+    created_at: datetime | None,
+    enqueued_at: datetime | None,
+    due: float | None,
+    timeout: int | None,
+    retries_left: int | None,
+    attempts: int,
+    depends_on: list[str],
+    result: Any = None,
+    error: JobError | None = None,
+    started_at: datetime | None = None,
+    ended_at: datetime | None = None,
+    worker: str | None = None,
+) -> JobView:
+    """The one place a job's view is made, from what is stored of it."""
+    progress = meta.get("progress")
+    callback = meta.get("callback")
+    return JobView(
+        id=job_id,
+        name=name,
+        status=status,
+        queue=queue,
+        input=kwargs,
+        result=result,
+        error=error,
+        progress=JobProgress.model_validate(progress) if isinstance(progress, dict) else None,
+        created_at=created_at,
+        enqueued_at=enqueued_at,
+        scheduled_for=datetime.fromtimestamp(due, UTC) if due is not None else None,
+        started_at=started_at,
+        ended_at=ended_at,
+        worker=worker,
+        timeout=timeout,
+        attempts=attempts,
+        retries_left=retries_left,
+        depends_on=depends_on,
         callback=CallbackView.model_validate(callback) if isinstance(callback, dict) else None,
-        url=f"/jobs/{job.id}",
-        dashboard_url=f"{page}{quote(job.id, safe='')}" if (page := dashboard_job_page.get()) else None,
+        url=f"/jobs/{job_id}",
+        dashboard_url=f"{page}{quote(job_id, safe='')}" if (page := dashboard_job_page.get()) else None,
     )
 
 

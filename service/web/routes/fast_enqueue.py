@@ -12,18 +12,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Coroutine
-from datetime import UTC, datetime
 from typing import Any, ClassVar
-from urllib.parse import quote
 
 from fastapi import HTTPException, Request, Response, status
 from fastapi.routing import APIRoute
 from starlette.types import Scope
 
 from service.catalog import RegisteredJob
-from service.schemas import CallbackView, JobView
-from service.store.enqueue import EnqueueOptions, NewJob, enqueue_fast
-from service.store.views import dashboard_job_page
+from service.store.enqueue import EnqueueOptions, enqueue_fast
+from service.store.views import new_job_view
 from service.web.auth import authenticate_request, check_may_enqueue
 from service.web.errors import OffloadError
 
@@ -95,28 +92,3 @@ def _plain(scope: Scope) -> bool:
         if name == b"content-type" and content_type is None:  # the first, as Starlette's headers.get
             content_type = value
     return content_type is not None and content_type.partition(b";")[0].strip().lower() == b"application/json"
-
-
-def new_job_view(job: NewJob, name: str) -> JobView:
-    """What `job_view` shows of a job just written by `enqueue_fast`, without reading it back."""
-    callback = job.meta.get("callback")
-    return JobView(
-        id=job.id,
-        name=name,
-        status=job.status,
-        queue=job.queue,
-        input=job.kwargs,
-        created_at=job.created_at,
-        enqueued_at=job.enqueued_at,
-        scheduled_for=datetime.fromtimestamp(job.due, UTC) if job.due is not None else None,
-        started_at=None,
-        ended_at=None,
-        worker=None,
-        timeout=job.timeout,
-        attempts=0,
-        retries_left=job.retries_left,
-        depends_on=[],
-        callback=CallbackView.model_validate(callback) if isinstance(callback, dict) else None,
-        url=f"/jobs/{job.id}",
-        dashboard_url=f"{page}{quote(job.id, safe='')}" if (page := dashboard_job_page.get()) else None,
-    )

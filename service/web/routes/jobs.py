@@ -18,11 +18,11 @@ from service.schemas import JobView
 from service.settings import Settings
 from service.store.enqueue import EnqueueOptions, Idempotency, enqueue, enqueue_fast, fast_path_allows
 from service.store.layout import JOB_ID_PATTERN, QUEUES, TERMINAL, is_job_id
-from service.store.views import fetch_job, job_view, job_views, wait_for_end
+from service.store.views import fetch_job, job_view, job_views, new_job_view, wait_for_end
 from service.web.auth import may_enqueue_job, require
 from service.web.deps import ConnectionDep, RegistryDep, SettingsDep
 from service.web.errors import InvalidOptionError, TooLargeError, UnknownJobNameError
-from service.web.routes.fast_enqueue import enqueue_route, new_job_view
+from service.web.routes.fast_enqueue import enqueue_route
 
 JOB_ID = Path(pattern=JOB_ID_PATTERN, description="The id returned by the enqueue")
 QueueName = Literal[QUEUES]  # type: ignore[valid-type]
