@@ -9,20 +9,17 @@ charges offload with: HTTP, validation, the listing index, the counters and the 
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
 import redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
 from bench.load import run_wrk
-from bench.processes import Context, running_web
+from bench.processes import Context, offload_web
 from bench.report import Better, Row, median
 from service.catalog import load_catalog
-from service.dev.harness import running_redis
 
 BATCH = 500
 TEXT = "the quick brown fox jumps over the lazy dog"
@@ -58,25 +55,15 @@ def p2(ctx: Context) -> list[Row]:
     url_path = "/jobs/word_count/batch"
     offload: list[float] = []
     rq: list[float] = []
-    with (
-        tempfile.TemporaryDirectory(dir=ctx.scratch) as scratch,
-        running_redis(Path(scratch) / "redis") as server,
-        running_web(Path(scratch), server.url) as web,
-    ):
-        connection = redis.Redis.from_url(server.url)
-        try:
-            run_wrk(f"{web.url}{url_path}", connections=1, seconds=1, method="POST", body=body)  # warm up
-            enqueue_many_rate(connection, 0.5)
-            for _ in range(rounds):
-                connection.flushall()
-                load = run_wrk(
-                    f"{web.url}{url_path}", connections=1, seconds=seconds, method="POST", body=body
-                )
-                offload.append(load.per_second * BATCH)
-                connection.flushall()
-                rq.append(enqueue_many_rate(connection, seconds))
-        finally:
-            connection.close()
+    with offload_web(ctx) as (_, web, connection):
+        run_wrk(f"{web.url}{url_path}", connections=1, seconds=1, method="POST", body=body)  # warm up
+        enqueue_many_rate(connection, 0.5)
+        for _ in range(rounds):
+            connection.flushall()
+            load = run_wrk(f"{web.url}{url_path}", connections=1, seconds=seconds, method="POST", body=body)
+            offload.append(load.per_second * BATCH)
+            connection.flushall()
+            rq.append(enqueue_many_rate(connection, seconds))
     return [
         Row("P2", f"POST {url_path}, {BATCH} jobs a request, 1 client", median(offload), median(rq),
             f"RQ Queue.enqueue_many in process, {BATCH} a call", Better.HIGHER, 0.8, unit="jobs/s"),

@@ -21,7 +21,7 @@ from pathlib import Path
 import redis
 
 from bench.load import Load, run_wrk
-from bench.processes import Context, running_web
+from bench.processes import Context, offload_web, running_web
 from bench.report import Better, Row, median
 from service.dev.harness import running_redis
 
@@ -40,25 +40,17 @@ def p1(ctx: Context) -> list[Row]:
     health: list[tuple[float, float]] = []
     post: list[tuple[float, float]] = []
     body = json.dumps({"seconds": JOB_SECONDS})
-    with (
-        tempfile.TemporaryDirectory(dir=ctx.scratch) as scratch,
-        running_redis(Path(scratch) / "redis") as server,
-        running_web(Path(scratch), server.url) as web,
-    ):
-        connection = redis.Redis.from_url(server.url)
-        try:
-            run_wrk(f"{web.url}/healthz", connections=CONNECTIONS, seconds=1)  # warm up both paths
-            run_wrk(f"{web.url}{ROUTE}", connections=CONNECTIONS, seconds=1, method="POST", body=body)
-            for _ in range(rounds):
-                connection.flushall()
-                load = run_wrk(f"{web.url}/healthz", connections=CONNECTIONS, seconds=seconds)
-                health.append((load.per_second, load.p99_ms))
-                load = run_wrk(
-                    f"{web.url}{ROUTE}", connections=CONNECTIONS, seconds=seconds, method="POST", body=body
-                )
-                post.append((load.per_second, load.p99_ms))
-        finally:
-            connection.close()
+    with offload_web(ctx) as (_, web, connection):
+        run_wrk(f"{web.url}/healthz", connections=CONNECTIONS, seconds=1)  # warm up both paths
+        run_wrk(f"{web.url}{ROUTE}", connections=CONNECTIONS, seconds=1, method="POST", body=body)
+        for _ in range(rounds):
+            connection.flushall()
+            load = run_wrk(f"{web.url}/healthz", connections=CONNECTIONS, seconds=seconds)
+            health.append((load.per_second, load.p99_ms))
+            load = run_wrk(
+                f"{web.url}{ROUTE}", connections=CONNECTIONS, seconds=seconds, method="POST", body=body
+            )
+            post.append((load.per_second, load.p99_ms))
     against = f"GET /healthz, same web, c{CONNECTIONS}"
     return [
         Row("P1", f"POST {ROUTE} throughput, c{CONNECTIONS}", median([r for r, _ in post]),

@@ -6,6 +6,7 @@ Everything started here is stopped when its `with` block ends, however it ends.
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from service.dev.harness import (
     child_env,
     new_client,
     procfile_commands,
+    running_redis,
     start_logged,
     wait_for_health,
     wait_until,
@@ -107,3 +109,19 @@ def wait_for_idle_workers(redis_url: str, count: int, processes: list[LoggedProc
             )
     finally:
         client.close()
+
+
+@contextlib.contextmanager
+def offload_web(ctx: Context) -> Iterator[tuple[Path, Web, redis.Redis]]:
+    """A scratch folder, a redis-server, offload's web on it and a client to that Redis, until the
+    block ends: what most benchmarks measure against."""
+    with (
+        tempfile.TemporaryDirectory(dir=ctx.scratch) as scratch,
+        running_redis(Path(scratch) / "redis") as server,
+        running_web(Path(scratch), server.url) as web,
+    ):
+        connection = redis.Redis.from_url(server.url)
+        try:
+            yield Path(scratch), web, connection
+        finally:
+            connection.close()
