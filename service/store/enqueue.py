@@ -335,15 +335,15 @@ _SOME_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 
 @dataclass(slots=True)
 class NewJob:
-    """A job the fast path wrote: what RQ would read back from its hash right away."""
+    """A job as the enqueue wrote it: what RQ would read back from its hash right away."""
 
     id: str
     queue: str
     kwargs: dict[str, Any]
-    status: str  # queued or scheduled
-    created_at: datetime
+    status: str  # queued or scheduled when written; read back, whatever it is now
+    created_at: datetime | None
     enqueued_at: datetime | None
-    due: int | None  # a scheduled job's score in the scheduled registry (Unix seconds)
+    due: float | None  # a scheduled job's score in the scheduled registry (Unix seconds)
     timeout: int | None
     retries_left: int | None
     meta: dict[str, Any]

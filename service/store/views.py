@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -86,96 +87,73 @@ def _view(job: Job, status: str, latest: Result | None, due: float | None, regis
         result = latest.return_value
     elif status in ("failed", "stopped"):
         error = _error(job, latest)
-    # Runs started: one per retry spent (offload gives a job one backoff interval per retry it
-    # may take), plus the current or final run.
-    spent = len(job.retry_intervals or []) - (job.retries_left or 0)
-    return render(
-        job_id=job.id,
-        name=registered.name if registered else None,
-        status=status,
+    stored = NewJob(
+        id=job.id,
         queue=job.origin,
         kwargs=job.kwargs,
-        meta=job.meta,
+        status=status,
         created_at=job.created_at,
         enqueued_at=job.enqueued_at,
         due=due,
         timeout=int(job.timeout) if job.timeout is not None else None,
         retries_left=job.retries_left,
-        attempts=max(spent, 0) + (1 if status in RAN else 0),
-        depends_on=job._dependency_ids,
-        result=result,
-        error=error,
-        started_at=job.started_at,
-        ended_at=job.ended_at,
-        worker=job.worker_name,
+        meta=job.meta,
     )
+    # Runs started: one per retry spent (offload gives a job one backoff interval per retry it
+    # may take), plus the current or final run.
+    spent = len(job.retry_intervals or []) - (job.retries_left or 0)
+    attempts = max(spent, 0) + (1 if status in RAN else 0)
+    ran = Ran(attempts, job._dependency_ids, result, error, job.started_at, job.ended_at, job.worker_name)
+    return render(stored, registered.name if registered else None, ran)
 
 
 def new_job_view(job: NewJob, name: str) -> JobView:
     """What `job_views` would show of a job `enqueue_fast` just wrote, without reading it back."""
-    return render(
-        job_id=job.id,
+    return render(job, name, NOT_RUN)
+
+
+@dataclass(frozen=True)
+class Ran:
+    """What a job's hash and result add to what the enqueue wrote, once it has been taken or run."""
+
+    attempts: int
+    depends_on: list[str]
+    result: Any
+    error: JobError | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    worker: str | None
+
+
+NOT_RUN = Ran(0, [], None, None, None, None, None)
+
+
+def render(job: NewJob, name: str | None, ran: Ran) -> JobView:
+    """The one place a job's view is made: from what the enqueue wrote, and what came of it since."""
+    progress = job.meta.get("progress")
+    callback = job.meta.get("callback")
+    return JobView(
+        id=job.id,
         name=name,
         status=job.status,
         queue=job.queue,
-        kwargs=job.kwargs,
-        meta=job.meta,
+        input=job.kwargs,
+        result=ran.result,
+        error=ran.error,
+        progress=JobProgress.model_validate(progress) if isinstance(progress, dict) else None,
         created_at=job.created_at,
         enqueued_at=job.enqueued_at,
-        due=job.due,
+        scheduled_for=datetime.fromtimestamp(job.due, UTC) if job.due is not None else None,
+        started_at=ran.started_at,
+        ended_at=ran.ended_at,
+        worker=ran.worker,
         timeout=job.timeout,
+        attempts=ran.attempts,
         retries_left=job.retries_left,
-        attempts=0,
-        depends_on=[],
-    )
-
-
-def render(
-    *,
-    job_id: str,
-    name: str | None,
-    status: str,
-    queue: str,
-    kwargs: dict[str, Any],
-    meta: dict[str, Any],
-    created_at: datetime | None,
-    enqueued_at: datetime | None,
-    due: float | None,
-    timeout: int | None,
-    retries_left: int | None,
-    attempts: int,
-    depends_on: list[str],
-    result: Any = None,
-    error: JobError | None = None,
-    started_at: datetime | None = None,
-    ended_at: datetime | None = None,
-    worker: str | None = None,
-) -> JobView:
-    """The one place a job's view is made, from what is stored of it."""
-    progress = meta.get("progress")
-    callback = meta.get("callback")
-    return JobView(
-        id=job_id,
-        name=name,
-        status=status,
-        queue=queue,
-        input=kwargs,
-        result=result,
-        error=error,
-        progress=JobProgress.model_validate(progress) if isinstance(progress, dict) else None,
-        created_at=created_at,
-        enqueued_at=enqueued_at,
-        scheduled_for=datetime.fromtimestamp(due, UTC) if due is not None else None,
-        started_at=started_at,
-        ended_at=ended_at,
-        worker=worker,
-        timeout=timeout,
-        attempts=attempts,
-        retries_left=retries_left,
-        depends_on=depends_on,
+        depends_on=ran.depends_on,
         callback=CallbackView.model_validate(callback) if isinstance(callback, dict) else None,
-        url=f"/jobs/{job_id}",
-        dashboard_url=f"{page}{quote(job_id, safe='')}" if (page := dashboard_job_page.get()) else None,
+        url=f"/jobs/{job.id}",
+        dashboard_url=f"{page}{quote(job.id, safe='')}" if (page := dashboard_job_page.get()) else None,
     )
 
 

@@ -128,34 +128,33 @@ WAIT = Query(ge=0, description="Seconds to wait for the job to end before answer
 
 def add_routes(router: APIRouter, registry: Registry) -> None:
     """Add the jobs routes for this registry's catalogue, tagged `jobs`."""
-    # 404, 409, 503 and the other errors are declared app-wide (service/errors.py COMMON_RESPONSES).
+    # 404, 409, 503 and the other errors are declared app-wide (service/web/errors.py COMMON_RESPONSES).
     for registered in registry:
-        may_enqueue = [may_enqueue_job(registered.name)]
+        enqueues: dict[str, Any] = {
+            "dependencies": [may_enqueue_job(registered.name)],
+            "methods": ["POST"],
+            "status_code": status.HTTP_202_ACCEPTED,
+            "tags": TAGS,
+        }
         router.add_api_route(
             f"/jobs/{registered.name}",
             _enqueue_endpoint(registered),
-            dependencies=may_enqueue,
-            methods=["POST"],
-            status_code=status.HTTP_202_ACCEPTED,
             response_model=JobView,
             route_class_override=enqueue_route(registered),  # the common request skips the options
             operation_id=f"enqueue_{registered.name}",
-            tags=TAGS,
             summary=f"Enqueue {registered.name}",
             description=registered.description,
+            **enqueues,
         )
         router.add_api_route(
             f"/jobs/{registered.name}/batch",
             _batch_endpoint(registered),
-            dependencies=may_enqueue,
-            methods=["POST"],
-            status_code=status.HTTP_202_ACCEPTED,
             response_model=list[JobView],
             operation_id=f"enqueue_{registered.name}_batch",
-            tags=TAGS,
             summary=f"Enqueue a batch of {registered.name}",
             description=f"One {registered.name} job per item, all or none. {registered.description}",
             responses={413: {"description": "More items than MAX_BATCH_SIZE"}},
+            **enqueues,
         )
     # Who may not enqueue learns nothing of the catalogue from the 404 either.
     unknown: dict[str, Any] = {
