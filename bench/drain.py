@@ -24,6 +24,7 @@ import redis
 from rq import Queue, SimpleWorker, Worker
 from rq.registry import FailedJobRegistry, FinishedJobRegistry
 from rq.serializers import JSONSerializer
+from rq.worker import BaseWorker
 
 from bench import noop
 from bench.processes import Context
@@ -116,7 +117,7 @@ def child(flavour: str, kind: str, redis_url: str, out: Path) -> None:
     if flavour == "raw":
         queues = [Queue(q, connection=connection, serializer=JSONSerializer) for q in WORKER_QUEUES]
         worker_class = Worker if kind == "fork" else SimpleWorker
-        worker: Worker | SimpleWorker = worker_class(queues, connection=connection, serializer=JSONSerializer)
+        worker: BaseWorker = worker_class(queues, connection=connection, serializer=JSONSerializer)
     else:
         from service.logs import configure_logging
         from service.worker.main import build_worker

@@ -1,139 +1,25 @@
-"""The worker process: RQ's worker on offload's queues, running only registered jobs."""
+"""The worker process (`python -m service.worker`): RQ's worker on offload's queues, only the catalogue."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
-import gc
 import os
-import signal
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import Any, cast
 
-from redis.exceptions import RedisError
-from rq import Queue, SimpleWorker, Worker
-from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from service.catalog import Registry, load_catalog
 from service.connection import connect
 from service.logs import configure_logging
 from service.settings import load_settings
-from service.store.layout import CALLBACK_HOOKS, WORKER_QUEUES, events_channel
+from service.store.layout import WORKER_QUEUES
 from service.store.queues import SafeQueue
-from service.worker import webhooks
-from service.worker.recovery import (
-    ClaimedRuns,
-    FewerRoundTrips,
-    PromptRecovery,
-    StartedByClaim,
-    worker_options,
-)
-from service.worker.report import RecordsSuccess, ReportingWorker
-from service.worker.shutdown import GracefulStop
-
-if TYPE_CHECKING:
-    from redis.client import Pipeline
-
-
-class AnnouncingWorker(RecordsSuccess):
-    """Announces each state change of a job, once RQ has saved it, on the job's events channel.
-
-    `GET /jobs/{id}/events` streams wake on it instead of polling. RQ writes a job's result only
-    after the job function returns, so only the worker can say when the end is readable.
-    """
-
-    # "started" goes out with the claim that marks the job started (service/recovery.py).
-
-    def record_success(self, job: Job, pipeline: Pipeline) -> None:
-        super().record_success(job, pipeline)
-        pipeline.publish(events_channel(job.id), "succeeded")  # in RQ's transaction that saves it
-
-    def handle_job_failure(self, job: Job, *args: Any, **kwargs: Any) -> None:
-        super().handle_job_failure(job, *args, **kwargs)  # now failed, stopped, or due for a retry
-        self._announce(job, "failed")
-
-    def handle_job_retry(self, job: Job, *args: Any, **kwargs: Any) -> None:
-        super().handle_job_retry(job, *args, **kwargs)
-        self._announce(job, "retried")
-
-    def _announce(self, job: Job, change: str) -> None:
-        try:
-            self.connection.publish(events_channel(job.id), change)
-        except RedisError as exc:
-            # Not worth failing a job over: streams re-read the job every second regardless.
-            self.log.warning("could not announce job %s %s: %s", job.id, change, exc)
-
-
-class ForkWorker(
-    PromptRecovery,
-    GracefulStop,
-    ClaimedRuns,
-    ReportingWorker,
-    AnnouncingWorker,
-    StartedByClaim,
-    FewerRoundTrips,
-    Worker,
-):
-    """RQ's forking worker, with a work horse that lets its worker decide when to stop.
-
-    Heroku and honcho send SIGTERM to every process of a dyno, the work horse included; RQ's
-    horse would die at once. Here it ignores SIGTERM, so the worker's warm shutdown lets the
-    running job finish within its grace period, else puts it back on its queue (service/shutdown.py);
-    a second signal does that at once, and SIGKILL still ends the horse with its worker.
-    """
-
-    def kill_horse(self, sig: signal.Signals = signal.SIGKILL) -> None:
-        # A stop that comes between the claim and the fork: RQ would killpg(getpgid(0)), this
-        # worker's own group. The horse is killed as soon as it exists instead (fork_work_horse).
-        if self.horse_pid:
-            super().kill_horse(sig)
-
-    def fork_work_horse(self, job: Job, queue: Queue) -> None:
-        gc.freeze()
-        super().fork_work_horse(job, queue)
-        if self._stopped_job_id == job.id:  # stopped before its horse was there to kill
-            self.kill_horse()
-
-    idle_priority: bool = True  # JOB_IDLE_PRIORITY (main)
-
-    def setup_work_horse_signals(self) -> None:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        _die_with_parent()
-        if self.idle_priority:
-            _run_when_idle()
-
-
-def _die_with_parent() -> None:
-    """Have the kernel SIGKILL this work horse when its worker dies.
-
-    The horse runs in a process group of its own and ignores SIGTERM, so a supervisor that
-    SIGKILLs the worker's group (honcho after its grace period) would otherwise leave it running,
-    orphaned, until its job ends. Linux only; elsewhere the horse outlives a killed worker.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    pr_set_pdeathsig = 1
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() == 1:  # the worker died before prctl took effect
-        os._exit(1)
-
-
-def _run_when_idle() -> None:
-    """Have this work horse run only on CPU time no other process wants (Linux's SCHED_IDLE).
-
-    Nice still takes a share from a busy web: two CPU-bound jobs at nice 10 doubled the p99 of
-    `GET /healthz` on two cores, at SCHED_IDLE about 1.2x. Only the horse: its worker, which
-    keeps the job's heartbeat, must not starve, or a long busy spell would have the job taken for
-    abandoned and run twice.
-    """
-    if hasattr(os, "SCHED_IDLE"):
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+from service.worker.job import OffloadJob
+from service.worker.recovery import worker_options
+from service.worker.worker import WORKER_CLASSES, ForkWorker, OffloadWorker
 
 
 def nice_own_autogroup(nice: int, autogroup: Path = Path("/proc/self/autogroup")) -> None:
@@ -152,71 +38,13 @@ def nice_own_autogroup(nice: int, autogroup: Path = Path("/proc/self/autogroup")
         autogroup.write_text(str(nice))
 
 
-class InProcessWorker(
-    ClaimedRuns, ReportingWorker, AnnouncingWorker, StartedByClaim, FewerRoundTrips, SimpleWorker
-):
-    """RQ's simple worker (jobs run in the worker's own process), announcing job changes."""
-
-
-WORKER_CLASSES: dict[str, type[Worker] | type[SimpleWorker]] = {
-    "fork": ForkWorker,
-    "simple": InProcessWorker,
-}
-
-
-class UnregisteredJobError(RuntimeError):
-    """A job in Redis names a function that is not in the catalogue."""
-
-
-class OffloadJob(Job):
-    """A job whose function comes from the registry, never from importing a stored dotted path.
-
-    Redis is shared with anything that can reach it; RQ would import and call whatever path a
-    job names. Resolving through the registry keeps workers to the catalogue, and `run` checks
-    the stored input against the job's model before calling it.
-    """
-
-    registry: ClassVar[Registry]  # set by build_worker: the catalogue this worker runs
-
-    @property
-    def func(self) -> Callable[..., Any]:
-        registered = self.registry.by_path(self.func_name) or webhooks.internal.by_path(self.func_name)
-        if registered is None or self.instance is not None:
-            raise UnregisteredJobError(
-                f"{self.func_name!r} is not a registered job; workers run only the catalogue"
-            )
-        return registered.run
-
-    # RQ imports callbacks by the dotted path a job stores, too: only offload's own are allowed.
-    @property
-    def success_callback(self) -> Any:
-        _check_callback(self._success_callback_name)
-        return super().success_callback
-
-    @property
-    def failure_callback(self) -> Any:
-        _check_callback(self._failure_callback_name)
-        return super().failure_callback
-
-    @property
-    def stopped_callback(self) -> Any:
-        _check_callback(self._stopped_callback_name)
-        return super().stopped_callback
-
-
-def _check_callback(name: str | None) -> None:
-    """Refuse, before anything is imported, a callback that is not one of offload's."""
-    if name is not None and name not in CALLBACK_HOOKS.values():
-        raise UnregisteredJobError(f"{name!r} is not one of offload's callbacks; refusing to call it")
-
-
 def build_worker(
     connection: Any,
     queues: Sequence[str] = WORKER_QUEUES,
     kind: str = "fork",
     name: str | None = None,
     registry: Registry | None = None,
-) -> Worker | SimpleWorker:
+) -> OffloadWorker:
     """A worker on `queues` in priority order, with the JSON serializer and the registry's jobs."""
     catalog = registry if registry is not None else load_catalog()
     job_class = cast(type[OffloadJob], type("OffloadJob", (OffloadJob,), {"registry": catalog}))

@@ -1,4 +1,4 @@
-"""A worker mixin that reports each run of a job: a log line at its start and at its end, and the
+"""Reports of each run of a job: a log line at its start and at its end, and the
 end counted in Redis for /metrics (`offload_job_runs_total{job, outcome}`).
 
 Outcomes: `finished`; `failed` (final); `retried` (failed, and RQ runs it again); `stopped` (by a
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rq.job import Job, JobStatus
 from rq.utils import now
@@ -24,9 +24,6 @@ from service.catalog import Registry
 from service.logs import fields
 from service.store.enqueue import count_event
 from service.worker import webhooks
-
-if TYPE_CHECKING:
-    from redis.client import Pipeline
 
 log = logging.getLogger("offload.job")
 
@@ -44,28 +41,6 @@ def job_name(job: Job) -> str:
         return UNREGISTERED
     found = (registry.by_path(path) if registry is not None else None) or webhooks.internal.by_path(path)
     return found.name if found is not None else UNREGISTERED
-
-
-class RecordsSuccess(BaseWorker):
-    """Adds what a success means to offload to RQ's own transaction that saves it: no round trips."""
-
-    _succeeding: Job | None = None
-
-    def handle_job_success(self, job: Job, *args: Any, **kwargs: Any) -> None:
-        self._succeeding = job
-        try:
-            super().handle_job_success(job, *args, **kwargs)
-        finally:
-            self._succeeding = None
-
-    def increment_successful_job_count(self, pipeline: Pipeline | None = None) -> None:
-        # RQ calls this inside the transaction that saves the result; EXEC makes it all visible at once.
-        super().increment_successful_job_count(pipeline)
-        if self._succeeding is not None and pipeline is not None:
-            self.record_success(self._succeeding, pipeline)
-
-    def record_success(self, job: Job, pipeline: Pipeline) -> None:
-        """Queue this worker's writes for a success on `pipeline`; mixins add theirs."""
 
 
 # RQ's own INFO lines for each job, which `job started` and `job ended` say again with the job's
@@ -86,63 +61,48 @@ def _not_an_rq_job_line(record: logging.LogRecord) -> bool:
     return record.levelno > logging.INFO or record.msg not in RQ_JOB_LINES
 
 
-class ReportingWorker(RecordsSuccess):
-    """Logs `job started` and `job ended` (with its outcome and duration) and counts each end."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        rq_log = logging.getLogger("rq.worker")
-        if _not_an_rq_job_line not in rq_log.filters:
-            rq_log.addFilter(_not_an_rq_job_line)
-
-    def prepare_job_execution(self, job: Job, *args: Any, **kwargs: Any) -> None:
-        super().prepare_job_execution(job, *args, **kwargs)
-        try:
-            log.info("job started", extra=fields(**self._job_fields(job)))
-        except Exception:  # a report must never cost a job its run
-            log.warning("could not report the start of job %s", job.id, exc_info=True)
-
-    def handle_job_success(self, job: Job, *args: Any, **kwargs: Any) -> None:
-        super().handle_job_success(job, *args, **kwargs)
-        self._report_end(job, "finished", counted=True)
-
-    def record_success(self, job: Job, pipeline: Pipeline) -> None:
-        super().record_success(job, pipeline)
-        count_event(pipeline, job_name(job), "finished")
-
-    def handle_job_failure(self, job: Job, *args: Any, **kwargs: Any) -> None:
-        super().handle_job_failure(job, *args, **kwargs)  # now failed, stopped, or due for a retry
-        self._report_end(job, _failure_outcome(job))
-
-    def handle_job_retry(self, job: Job, *args: Any, **kwargs: Any) -> None:
-        super().handle_job_retry(job, *args, **kwargs)  # the job returned rq's Retry
-        self._report_end(job, _failure_outcome(job))
-
-    def _report_end(self, job: Job, outcome: str, counted: bool = False) -> None:
-        try:
-            details = self._job_fields(job)
-            if not counted:
-                count_event(self.connection, details["job"], outcome)
-            started, ended = job.started_at, job.ended_at or now()
-            duration = (ended - started).total_seconds() if isinstance(started, datetime) else None
-            level = logging.INFO if outcome in ("finished", "retried") else logging.WARNING
-            log.log(
-                level,
-                "job ended",
-                extra=fields(
-                    **details,
-                    outcome=outcome,
-                    duration_ms=round(duration * 1000, 1) if duration is not None else None,
-                ),
-            )
-        except Exception:
-            log.warning("could not report the end of job %s (%s)", job.id, outcome, exc_info=True)
-
-    def _job_fields(self, job: Job) -> dict[str, Any]:
-        return {"job_id": job.id, "job": job_name(job), "queue": job.origin, "worker": self.name}
+def quiet_rq_job_lines() -> None:
+    """Drop RQ's per-job INFO lines (the worker's `job started` and `job ended` say the same)."""
+    rq_log = logging.getLogger("rq.worker")
+    if _not_an_rq_job_line not in rq_log.filters:
+        rq_log.addFilter(_not_an_rq_job_line)
 
 
-def _failure_outcome(job: Job) -> str:
+def report_start(worker: BaseWorker, job: Job) -> None:
+    """Log `job started`; never fails the job."""
+    try:
+        log.info("job started", extra=fields(**_job_fields(worker, job)))
+    except Exception:  # a report must never cost a job its run
+        log.warning("could not report the start of job %s", job.id, exc_info=True)
+
+
+def report_end(worker: BaseWorker, job: Job, outcome: str, counted: bool = False) -> None:
+    """Log `job ended` with its outcome and duration, and count the end unless `counted` already."""
+    try:
+        details = _job_fields(worker, job)
+        if not counted:
+            count_event(worker.connection, details["job"], outcome)
+        started, ended = job.started_at, job.ended_at or now()
+        duration = (ended - started).total_seconds() if isinstance(started, datetime) else None
+        level = logging.INFO if outcome in ("finished", "retried") else logging.WARNING
+        log.log(
+            level,
+            "job ended",
+            extra=fields(
+                **details,
+                outcome=outcome,
+                duration_ms=round(duration * 1000, 1) if duration is not None else None,
+            ),
+        )
+    except Exception:
+        log.warning("could not report the end of job %s (%s)", job.id, outcome, exc_info=True)
+
+
+def _job_fields(worker: BaseWorker, job: Job) -> dict[str, Any]:
+    return {"job_id": job.id, "job": job_name(job), "queue": job.origin, "worker": worker.name}
+
+
+def failure_outcome(job: Job) -> str:
     """What RQ made of a failed run: the status it saved, read from the job as it left it."""
     status = job.get_status(refresh=False)
     if status == JobStatus.STOPPED:

@@ -27,14 +27,15 @@ import signal
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from types import FrameType
 from typing import Any
 
+from redis import Redis
 from redis.exceptions import RedisError
-from rq import Queue, Worker
+from rq import Queue
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.utils import now
+from rq.worker import BaseWorker
 
 from service.logs import fields
 from service.store.enqueue import count_event
@@ -43,7 +44,7 @@ from service.worker.report import job_name
 
 log = logging.getLogger("offload.job")
 
-DEFAULT_GRACE_SECONDS = 25.0  # under Heroku's 30 s, leaving time to requeue and exit
+DEFAULT_GRACE_SECONDS = 25.0  # under Heroku's 30 s, leaving time to requeue and exit (WORKER_GRACE_SECONDS)
 # What a job's record says about its last run; a run cut short for a stop must leave no trace in it.
 RUN_FIELDS = ("started_at", "ended_at", "worker_name", "last_heartbeat")
 # The `offload_job_runs_total` outcome of a run cut short by a stop and requeued (service/metrics.py).
@@ -61,78 +62,75 @@ class Run:
     started: datetime = field(default_factory=now)
 
 
-class GracefulStop(Worker):
-    """A forking worker whose warm shutdown gives the running job `grace_seconds`, then requeues it."""
+class GracefulStop:
+    """A forking worker's warm shutdown: the running job gets `grace_seconds`, then is requeued.
 
-    grace_seconds: float = DEFAULT_GRACE_SECONDS  # WORKER_GRACE_SECONDS (service/worker.py's main)
+    The worker (service/worker/worker.py) calls it from its overrides of RQ's members: it owns no
+    RQ member itself. A simple worker has one too, idle: it has no horse to interrupt.
+    """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, worker: BaseWorker) -> None:
+        self.worker = worker
         self._run: Run | None = None
         self._grace_timer: threading.Timer | None = None
         self._grace_over = False
         self._before: dict[str, Any] = {}
 
-    def prepare_execution(self, job: Job) -> Execution:
-        # The claim (service/recovery.py) marks the job started: read it as it was before this run.
-        self._before = {name: getattr(job, name) for name in RUN_FIELDS}
-        return super().prepare_execution(job)
+    @property
+    def connection(self) -> Redis:
+        return self.worker.connection
 
-    def handle_warm_shutdown_request(self) -> None:
-        super().handle_warm_shutdown_request()  # type: ignore[no-untyped-call]  # rq leaves it unannotated
+    def remember(self, job: Job) -> None:
+        """Before the claim marks the job started: the job as it was before this run."""
+        self._before = {name: getattr(job, name) for name in RUN_FIELDS}
+
+    def start_grace(self, grace_seconds: float) -> None:
+        """The first stop signal: the running job has `grace_seconds` to finish."""
         if self._grace_timer is None:
             run = self._run
             if run is not None:
                 log.info(
                     "the running job has %g s to finish, else it goes back to its queue",
-                    self.grace_seconds,
-                    extra=fields(job_id=run.job_id, worker=self.name),
+                    grace_seconds,
+                    extra=fields(job_id=run.job_id, worker=self.worker.name),
                 )
-            self._grace_timer = threading.Timer(self.grace_seconds, self._end_grace)
+            self._grace_timer = threading.Timer(grace_seconds, self._end_grace)
             self._grace_timer.daemon = True
             self._grace_timer.start()
 
-    def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
-        """A second signal: requeue the running job now; a third (or none running): RQ's cold stop."""
-        first = self._shutdown_requested_date
+    def force_stop(self, first_signal_at: datetime | None) -> bool:
+        """A second signal: requeue the running job now; False if it is RQ's to handle (a third
+        signal, or none running)."""
         # RQ ignores a signal within 1 s of the first: Ctrl-C under honcho sends SIGINT and SIGTERM.
-        duplicate = first is not None and now() - first < timedelta(seconds=1)
-        if not duplicate and self._interrupt("cold shutdown"):
-            return  # the horse dies, the job is requeued, and the worker exits as in a warm shutdown
-        super().request_force_stop(signum, frame)
+        duplicate = first_signal_at is not None and now() - first_signal_at < timedelta(seconds=1)
+        return not duplicate and self._interrupt("cold shutdown")
 
-    def monitor_work_horse(self, job: Job, queue: Queue, execution: Execution) -> None:
-        self._run = Run(job.id, self.horse_pid, self._before)
+    def begin(self, job: Job, horse_pid: int) -> None:
+        """A work horse runs the job now."""
+        self._run = Run(job.id, horse_pid, self._before)
         if self._grace_over:  # the stop came while this horse was being forked
             self._interrupt("grace period over")
-        try:
-            super().monitor_work_horse(job, queue, execution)
-        finally:
-            self._run = None
 
-    def handle_job_failure(
-        self,
-        job: Job,
-        queue: Queue,
-        started_job_registry: Any = None,
-        exc_string: str = "",
-        execution: Execution | None = None,
-    ) -> None:
+    def end(self) -> None:
+        self._run = None
+
+    def takes_failure(
+        self, job: Job, queue: Queue, execution: Execution | None, stopped_job_id: str | None
+    ) -> bool:
+        """Whether this failure is a run the worker itself cut short (then requeued here), not the job's."""
         run = self._run
         ours = run is not None and run.interrupted is not None and run.job_id == job.id
         # A stop asked for by a user (RQ's stop command) wins: the job is then `stopped`, as RQ says.
-        if run is None or not ours or execution is None or self._stopped_job_id == job.id:
-            super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
-            return
-        # In the worker, for a work horse it killed to stop: the run was no failure of the job.
-        if not self.connection.exists(execution.key):
-            return  # the horse closed the run itself (a retry queued) just before it was killed
-        self._requeue(job, queue, execution, run)
+        if run is None or not ours or execution is None or stopped_job_id == job.id:
+            return False
+        if self.connection.exists(execution.key):
+            self._requeue(job, queue, execution, run)
+        # else the horse closed the run itself (a retry queued) just before it was killed
+        return True
 
-    def teardown(self) -> None:
+    def cancel(self) -> None:
         if self._grace_timer is not None:
             self._grace_timer.cancel()
-        super().teardown()  # type: ignore[no-untyped-call]  # rq leaves it unannotated
 
     def _end_grace(self) -> None:
         """The grace timer's thread: the grace period is over."""
@@ -160,7 +158,7 @@ class GracefulStop(Worker):
             setattr(job, attribute, value)
         try:
             with self.connection.pipeline() as pipe:
-                self.cleanup_execution(job, pipeline=pipe, execution=execution)  # out of "started"
+                self.worker.cleanup_execution(job, pipeline=pipe, execution=execution)  # out of "started"
                 # What RQ's Queue does to enqueue a job, at the front, with its retries unspent.
                 job.set_status(JobStatus.QUEUED, pipeline=pipe)
                 job.save(pipeline=pipe)  # the worker's copy: meta and progress from before the run
@@ -183,7 +181,7 @@ class GracefulStop(Worker):
                 job_id=job.id,
                 job=name,
                 queue=queue.name,
-                worker=self.name,
+                worker=self.worker.name,
                 reason=run.interrupted,
                 duration_ms=round(duration * 1000, 1),
             ),

@@ -21,8 +21,9 @@ from service.store.enqueue import EnqueueOptions
 from service.store.layout import wake_key
 from service.store.queues import SafeQueue
 from service.store.wake import MAX_TOKENS, WakingQueue
-from service.worker.main import ForkWorker, build_worker
+from service.worker.main import build_worker
 from service.worker.recovery import ClaimLostError
+from service.worker.worker import ForkWorker
 
 
 def intermediate(connection: Redis, queue: str) -> list[str]:

@@ -22,7 +22,7 @@ from service.settings import Settings
 from service.web.app import create_app
 from service.web.metrics import OUTCOMES
 from service.worker.main import build_worker
-from service.worker.report import _failure_outcome
+from service.worker.report import failure_outcome
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 TOKEN = "s3cret-metrics-token-0123456789"
@@ -153,7 +153,7 @@ def test_a_failed_run_is_named_by_the_status_rq_left(
 ) -> None:
     job = Job.create("jobs.examples.word_count", connection=connection, serializer=JSONSerializer)
     job.set_status(status)
-    assert _failure_outcome(job) == outcome
+    assert failure_outcome(job) == outcome
 
 
 def test_http_requests_are_counted_by_route_template(client: TestClient) -> None:

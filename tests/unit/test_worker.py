@@ -13,14 +13,13 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from jobs.examples import word_count
+from service.worker.job import OffloadJob
 from service.worker.main import (
-    ForkWorker,
-    InProcessWorker,
-    OffloadJob,
     build_worker,
     main,
     nice_own_autogroup,
 )
+from service.worker.worker import ForkWorker, InProcessWorker
 
 
 def not_a_job(path: str) -> None:

@@ -1,0 +1,58 @@
+"""The job class workers read jobs with: functions only from the catalogue, callbacks only offload's."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from rq.job import Job
+
+from service.catalog import Registry
+from service.store.layout import CALLBACK_HOOKS
+from service.worker import webhooks
+
+
+class UnregisteredJobError(RuntimeError):
+    """A job in Redis names a function that is not in the catalogue."""
+
+
+class OffloadJob(Job):
+    """A job whose function comes from the registry, never from importing a stored dotted path.
+
+    Redis is shared with anything that can reach it; RQ would import and call whatever path a
+    job names. Resolving through the registry keeps workers to the catalogue, and `run` checks
+    the stored input against the job's model before calling it.
+    """
+
+    registry: ClassVar[Registry]  # set by build_worker: the catalogue this worker runs
+
+    @property
+    def func(self) -> Callable[..., Any]:
+        registered = self.registry.by_path(self.func_name) or webhooks.internal.by_path(self.func_name)
+        if registered is None or self.instance is not None:
+            raise UnregisteredJobError(
+                f"{self.func_name!r} is not a registered job; workers run only the catalogue"
+            )
+        return registered.run
+
+    # RQ imports callbacks by the dotted path a job stores, too: only offload's own are allowed.
+    @property
+    def success_callback(self) -> Any:
+        _check_callback(self._success_callback_name)
+        return super().success_callback
+
+    @property
+    def failure_callback(self) -> Any:
+        _check_callback(self._failure_callback_name)
+        return super().failure_callback
+
+    @property
+    def stopped_callback(self) -> Any:
+        _check_callback(self._stopped_callback_name)
+        return super().stopped_callback
+
+
+def _check_callback(name: str | None) -> None:
+    """Refuse, before anything is imported, a callback that is not one of offload's."""
+    if name is not None and name not in CALLBACK_HOOKS.values():
+        raise UnregisteredJobError(f"{name!r} is not one of offload's callbacks; refusing to call it")
