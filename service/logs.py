@@ -17,7 +17,7 @@ import time
 from contextvars import ContextVar
 from typing import IO, Any, Literal
 
-# The id of the request being served, added to every line logged while it is (service/observe.py).
+# The id of the request being served, added to every line logged while it is (service/web/observe.py).
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 # Our handler on the root logger, found by name so that configuring twice replaces it.

@@ -1,7 +1,7 @@
 """The soak's workers: the Procfile's `worker` under names of the soak's, killed and replaced.
 
 A worker kill is `SIGKILL` to its process group (the worker and its scheduler, as when a dyno dies;
-the kernel then kills its work horse, service/worker.py). A horse kill is `SIGKILL` to the work
+the kernel then kills its work horse, service/worker/worker.py). A horse kill is `SIGKILL` to the work
 horse of a running job only: its worker sees it die and fails the run (retried while retries last).
 """
 

@@ -178,7 +178,7 @@ def _write(
     _index(pipe, registered.name, queue.name, [job.id for job in jobs], now)
     count_event(pipe, registered.name, "enqueued", len(jobs))  # in the transaction: counted iff written
     if not unmet and options.at is None:
-        wake(pipe, queue.name, len(jobs))  # idle workers take them at once (jobs/queues.py)
+        wake(pipe, queue.name, len(jobs))  # idle workers take them at once (service/store/wake.py)
     if idempotency is not None:
         record = {"fingerprint": fingerprint, "job_ids": [job.id for job in jobs]}
         pipe.set(idempotency.redis_key, json.dumps(record), ex=idempotency.ttl)
@@ -201,7 +201,7 @@ def _create(
         else None
     )
     # The function object, never a name from a request: RQ stores its dotted path, which
-    # workers resolve only through the registry (service/worker.py).
+    # workers resolve only through the registry (service/worker/worker.py).
     job = queue.create_job(
         registered.func,
         kwargs=kwargs,
@@ -289,7 +289,7 @@ def _fingerprint(
 # the Redis state both paths leave.
 
 # KEYS: rq:queues, the queue, where the jobs go (the queue, or its scheduled registry), the three
-# listing indexes, the counters, the queue's wake list (jobs/queues.py), then each job's hash.
+# listing indexes, the counters, the queue's wake list (service/store/wake.py), then each job's hash.
 # ARGV: how they go (RPUSH, LPUSH or ZADD),
 # the listing's trim score, the counter field, the number of hash fields and values per job, then
 # per job: its id, its score in the scheduled registry ('' if none), its listing score, its hash.

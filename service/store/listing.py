@@ -1,7 +1,7 @@
 """Listing jobs newest first, a page at a time, at a cost set by the page size.
 
 RQ keeps no index by job name or across states, so the enqueue path records every job in
-sorted sets scored by enqueue time (jobs/enqueueing.py). A page reads one slice of one index,
+sorted sets scored by enqueue time (service/store/enqueue.py). A page reads one slice of one index,
 the job hashes of that slice, and their results: three round trips whatever the total.
 Filters the index cannot answer (status; queue together with name) are applied to a slice at
 most `SCAN_FACTOR` times the page size, so a page may hold fewer jobs than asked: follow

@@ -4,12 +4,12 @@ RQ's worker on several queues takes a job with BLPOP: from the moment Redis answ
 worker records the run, the id lives only in the worker's memory, and a worker killed then loses
 the job for good. Here a worker takes the first job of its queues, in priority order, by moving
 its id into that queue's intermediate list in one Lua script (RQ itself does so only for a worker
-on a single queue). The worker then claims it (service/recovery.py): the run recorded, the job
+on a single queue). The worker then claims it (service/worker/recovery.py): the run recorded, the job
 marked started and the id removed from the intermediate list, in one transaction. An id left in an
 intermediate list, neither claimed nor taken back for INTERMEDIATE_GRACE_SECONDS, is from a worker
 that died in between: a maintenance sweep puts it back at the front of its queue, unrun.
 
-With nothing to take, the worker blocks on its queues' wake lists (jobs/queues.py).
+With nothing to take, the worker blocks on its queues' wake lists (service/store/wake.py).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from service.store.layout import RAN, TERMINAL
 # state changes that write no result (a cancel) are seen within one slice.
 WAIT_SLICE_MS = 1000
 # Where the web's dashboard shows a job (its id appended), or None when it serves none. Set per
-# request by service/dashboard.py, since views are built far below the routes that know the app.
+# request by service/web/dashboard.py, since views are built far below the routes that know the app.
 dashboard_job_page: ContextVar[str | None] = ContextVar("dashboard_job_page", default=None)
 
 
@@ -158,7 +158,7 @@ def render(job: NewJob, name: str | None, ran: Ran) -> JobView:
 
 
 def _error(job: Job, latest: Result | None) -> JobError:
-    """The job function records its exception's type and message (jobs/registry.py); failures
+    """The job function records its exception's type and message (service/catalog.py); failures
     outside it (a timeout, a killed work horse) leave only RQ's traceback, whose last line says."""
     recorded = job.meta.get("error")
     if isinstance(recorded, dict) and {"type", "message"} <= recorded.keys():

@@ -1,7 +1,7 @@
 """Queues whose pushes wake an idle worker: a token on the queue's wake list for each push.
 
 A worker takes a job by moving its id atomically from the queue to the queue's intermediate list
-(service/dequeue.py), so a worker killed at any moment leaves the id somewhere recoverable. Redis
+(service/store/queues.py), so a worker killed at any moment leaves the id somewhere recoverable. Redis
 can block on one list for such a move, not on several; a worker on several queues blocks instead
 on their wake lists, and every producer pushes a token there in the same transaction as the job.
 A token only says "look now": a worker that wakes to find nothing looks again, and one that

@@ -173,7 +173,7 @@ class Dashboard:
 
 
 class DashboardLinks:
-    """Sets, for each request, where the API's job views link to (read by service/jobstate.py)."""
+    """Sets, for each request, where the API's job views link to (read by service/store/views.py)."""
 
     def __init__(self, app: ASGIApp, job_page: str | None) -> None:
         self.app = app

@@ -11,7 +11,7 @@ Two kinds, told apart by where they live:
   figures. With several web processes, each counts its own requests.
 
 The job counters are hash fields that the enqueue transaction and the workers HINCRBY
-(jobs/enqueueing.py `count_event`): counts kept in a web process would only see that process's
+(service/store/enqueue.py `count_event`): counts kept in a web process would only see that process's
 enqueues, and no web process sees a job end. They are as durable as Redis; a Redis that lost them
 looks to Prometheus like a counter reset, which `rate()` and `increase()` handle.
 """
@@ -44,7 +44,7 @@ from service.store.layout import COUNTERS_KEY
 
 log = logging.getLogger(__name__)
 
-# How a run of a job ended, as the worker counts it (service/jobreport.py, service/shutdown.py).
+# How a run of a job ended, as the worker counts it (service/worker/report.py, service/worker/shutdown.py).
 # `retried`: it failed and will run again; `interrupted`: its worker stopped and put it back on its
 # queue, a retry unspent; `failed` and `stopped` are final.
 OUTCOMES = ("finished", "failed", "stopped", "retried", "interrupted")

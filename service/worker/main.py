@@ -56,7 +56,7 @@ def build_worker(
         job_class=job_class,
         name=name,
         # RQ would log each job's arguments, which may hold personal data or secrets; the job's
-        # own lines (service/jobreport.py) name it by id and job name instead.
+        # own lines (service/worker/report.py) name it by id and job name instead.
         log_job_description=False,
         **worker_options(),
     )

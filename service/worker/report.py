@@ -3,7 +3,7 @@ end counted in Redis for /metrics (`offload_job_runs_total{job, outcome}`).
 
 Outcomes: `finished`; `failed` (final); `retried` (failed, and RQ runs it again); `stopped` (by a
 cancel). RQ decides which in the `handle_job_*` methods: this reads the job's status after them.
-A run that a stopping worker cuts short and requeues is `interrupted`, reported by service/shutdown.py.
+A run that a stopping worker cuts short and requeues is `interrupted`, reported by service/worker/shutdown.py.
 Reporting never fails a job: a broken report is a warning in the log.
 
 Runs that no worker sees end (a worker killed with SIGKILL) are not counted here: RQ finds them

@@ -10,7 +10,7 @@ worker then exits; the next worker runs the job again.
 
 A second signal does the same at once, where RQ's cold shutdown would exit and leave the job to be
 found abandoned; a third one is RQ's cold shutdown. SIGKILL gives no chance to do anything: the job
-is found abandoned by RQ's registry cleanup (service/recovery.py).
+is found abandoned by RQ's registry cleanup (service/worker/recovery.py).
 
 The grace timer is a thread, as RQ's own stop command kills a horse from its pubsub thread: the
 main thread sits in RQ's `os.wait4` on the horse, which Python resumes after a signal handler
@@ -47,7 +47,7 @@ log = logging.getLogger("offload.job")
 DEFAULT_GRACE_SECONDS = 25.0  # under Heroku's 30 s, leaving time to requeue and exit (WORKER_GRACE_SECONDS)
 # What a job's record says about its last run; a run cut short for a stop must leave no trace in it.
 RUN_FIELDS = ("started_at", "ended_at", "worker_name", "last_heartbeat")
-# The `offload_job_runs_total` outcome of a run cut short by a stop and requeued (service/metrics.py).
+# The `offload_job_runs_total` outcome of a run cut short by a stop and requeued (service/web/metrics.py).
 INTERRUPTED = "interrupted"
 
 

@@ -1,6 +1,6 @@
 """Webhooks: when a job enqueued with a `callback_url` ends, a job of its own POSTs the final view.
 
-RQ calls `on_success`/`on_failure`/`on_stopped` in the worker as the job ends (jobs/enqueueing.py
+RQ calls `on_success`/`on_failure`/`on_stopped` in the worker as the job ends (service/store/enqueue.py
 attaches them); they only enqueue `deliver_callback` on the `webhooks` queue, so a slow or dead
 endpoint never holds the worker that ran the job. The delivery is signed (HMAC-SHA256 over the
 timestamp and the body, under WEBHOOK_SECRET), retried with backoff, and its outcome is kept in

@@ -47,7 +47,7 @@ def endpoint() -> Iterator[tuple[str, queue.Queue[Delivery]]]:
 
 
 def verified(header: str, body: bytes) -> bool:
-    """The README's verification recipe, written out independently of service/webhooks.py."""
+    """The README's verification recipe, written out independently of service/worker/webhooks.py."""
     parts = dict(item.split("=", 1) for item in header.split(","))
     expected = hmac.new(
         WEBHOOK_SECRET.encode(), parts["t"].encode() + b"." + body, hashlib.sha256

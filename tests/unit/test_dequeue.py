@@ -1,4 +1,4 @@
-"""Taking and claiming jobs (service/dequeue.py, service/recovery.py): no moment a kill loses one."""
+"""Taking and claiming jobs (service/store/queues.py, service/worker/recovery.py): no kill loses one."""
 
 from __future__ import annotations
 

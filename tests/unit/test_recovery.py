@@ -1,4 +1,4 @@
-"""The worker's bookkeeping round trips (service/recovery.py FewerRoundTrips)."""
+"""The worker's bookkeeping round trips (service/worker/recovery.py FewerRoundTrips)."""
 
 from __future__ import annotations
 

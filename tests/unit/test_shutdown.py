@@ -1,4 +1,4 @@
-"""A stopping forking worker requeues the job it cannot finish in time (service/shutdown.py).
+"""A stopping forking worker requeues the job it cannot finish in time (service/worker/shutdown.py).
 
 A real child process stands in for the work horse (RQ's monitor waits on it with `os.wait4`); the
 job's side of the run is what the horse would have written to Redis.

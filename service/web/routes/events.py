@@ -1,7 +1,7 @@
 """Live events of a job: `GET /jobs/{id}/events` as Server-Sent Events, woken by Redis pub/sub.
 
 A stream subscribes to the job's channel (workers announce starts, progress and ends there, see
-`jobs/registry.py` and `service/worker.py`), then re-reads the job on each announcement, and at
+`service/catalog.py` and `service/worker/worker.py`), then re-reads the job on each announcement, and at
 least every `RECHECK_SECONDS` for the changes nobody announces: a cancel, a job found abandoned.
 It sends an event only when the status or the progress changed, and a final one when it ends.
 """

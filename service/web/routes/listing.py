@@ -55,7 +55,7 @@ async def read_queues(connection: ConnectionDep) -> list[QueueView]:
 
 
 def _queue_counts(connection: Redis) -> list[QueueView]:
-    # The same count /metrics exposes (service/counts.py), so the two always agree.
+    # The same count /metrics exposes (service/store/counts.py), so the two always agree.
     return [QueueView(name=name, counts=counts) for name, counts in queue_counts(connection).items()]
 
 
