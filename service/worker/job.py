@@ -7,13 +7,21 @@ from typing import Any, ClassVar
 
 from rq.job import Job
 
-from service.catalog import Registry
+from service.catalog import RegisteredJob, Registry
 from service.store.layout import CALLBACK_HOOKS
 from service.worker import webhooks
 
 
 class UnregisteredJobError(RuntimeError):
     """A job in Redis names a function that is not in the catalogue."""
+
+
+def registered_job(job: Job) -> RegisteredJob[..., Any] | None:
+    """The catalogue's job for a job's stored function (or offload's own webhook delivery); None if
+    the catalogue has none. Reads the stored data: fails for a job that is not JSON."""
+    registry: Registry | None = getattr(type(job), "registry", None)  # OffloadJob's, set by build_worker
+    path = job.func_name
+    return (registry.by_path(path) if registry is not None else None) or webhooks.internal.by_path(path)
 
 
 class OffloadJob(Job):
@@ -28,7 +36,7 @@ class OffloadJob(Job):
 
     @property
     def func(self) -> Callable[..., Any]:
-        registered = self.registry.by_path(self.func_name) or webhooks.internal.by_path(self.func_name)
+        registered = registered_job(self)
         if registered is None or self.instance is not None:
             raise UnregisteredJobError(
                 f"{self.func_name!r} is not a registered job; workers run only the catalogue"

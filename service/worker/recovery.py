@@ -1,4 +1,4 @@
-"""How soon a job cut off by a killed worker runs again: heartbeats and maintenance sweeps.
+"""Runs that survive a kill: the claim that starts one, and how soon a cut-off job runs again.
 
 A forking worker refreshes its running job's heartbeat every JOB_MONITORING_INTERVAL seconds; the
 job's entry in RQ's started registry lapses HEARTBEAT_MARGIN seconds after the last refresh. Every

@@ -20,10 +20,9 @@ from rq.job import Job, JobStatus
 from rq.utils import now
 from rq.worker import BaseWorker
 
-from service.catalog import Registry
 from service.logs import fields
 from service.store.enqueue import count_event
-from service.worker import webhooks
+from service.worker.job import registered_job
 
 log = logging.getLogger("offload.job")
 
@@ -34,12 +33,10 @@ UNREGISTERED = "(unregistered)"
 
 def job_name(job: Job) -> str:
     """The job's catalogue name, found the way the worker resolves its function."""
-    registry: Registry | None = getattr(type(job), "registry", None)  # OffloadJob's catalogue
     try:
-        path = job.func_name  # reads the stored data: fails for a job that is not JSON
-    except Exception:
+        found = registered_job(job)
+    except Exception:  # a job that is not JSON
         return UNREGISTERED
-    found = (registry.by_path(path) if registry is not None else None) or webhooks.internal.by_path(path)
     return found.name if found is not None else UNREGISTERED
 
 
