@@ -1,9 +1,8 @@
 """P5: the listing routes at 1,000,000 queued and 100,000 finished jobs, against 1,000 and 100.
 
 Two real redis-servers, each with the Procfile's web, on loopback: one at each size. Jobs are
-written through offload's own enqueue paths (batches of 1,000, one transaction or script each)
-from as many processes as the machine has cores: `word_count` jobs left queued on `default` (the
-API's `enqueue_fast`), and others on
+written through offload's own enqueue (batches of 1,000, one script each) from as many
+processes as the machine has cores: `word_count` jobs left queued on `default`, and others on
 `low` marked finished with a result the way a worker leaves them (status, finished registry,
 result), which is what the listings read. Each route is timed by sequential calls from one
 keep-alive client per web, a call to the small one then one to the large one in turn, medians
@@ -13,14 +12,12 @@ reported: a ratio near 1 means its cost does not grow with the number of jobs. R
 
 from __future__ import annotations
 
-import asyncio
 import multiprocessing
 import os
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import httpx2
 from redis import Redis
@@ -28,12 +25,15 @@ from rq.job import JobStatus
 from rq.registry import FinishedJobRegistry
 from rq.results import Result
 from rq.serializers import JSONSerializer
+from rq.utils import current_timestamp
 
 from bench.processes import Context, running_web
 from bench.report import Better, Row, median
 from service.catalog import load_catalog
 from service.dev.harness import running_redis
-from service.store.enqueue import EnqueueOptions, Execute, enqueue, enqueue_fast
+from service.store.enqueue import enqueue
+from service.store.layout import job_key
+from service.store.options import EnqueueOptions
 
 BATCH = 1000
 Medians = dict[str, float]  # ms by route label
@@ -58,27 +58,19 @@ def fill_part(redis_url: str, count: int, first: int, finished: bool) -> None:
         for start in range(first, first + count, BATCH):
             size = min(BATCH, first + count - start)
             inputs = [word_count.input_model(text=f"job {start + n}") for n in range(size)]
-            if not finished:  # the API's own fast path: one script a batch, the same writes
-                asyncio.run(enqueue_fast(_execute(connection), word_count, inputs))
+            written = enqueue(connection, word_count, inputs, options).ids  # one script a batch
+            if not finished:
                 continue
-            written = enqueue(connection, word_count, inputs, options).jobs
             with connection.pipeline() as pipe:
                 pipe.delete("rq:queue:low")  # only finished jobs go to `low` here
-                for job in written:
-                    job.set_status(JobStatus.FINISHED, pipeline=pipe)
-                    registry.add(job, ttl=86400, pipeline=pipe)
-                    Result(job.id, Result.Type.SUCCESSFUL, connection=connection, return_value={"words": 2},
+                for job_id in written:
+                    pipe.hset(job_key(job_id), "status", JobStatus.FINISHED.value)
+                    pipe.zadd(registry.key, {job_id: current_timestamp() + 86400})
+                    Result(job_id, Result.Type.SUCCESSFUL, connection=connection, return_value={"words": 2},
                            serializer=JSONSerializer).save(ttl=86400, pipeline=pipe)  # fmt: skip
                 pipe.execute()
     finally:
         connection.close()
-
-
-def _execute(connection: Redis) -> Execute:
-    async def execute(*command: Any) -> Any:
-        return connection.execute_command(*command)
-
-    return execute
 
 
 def fill(redis_url: str, count: int, first: int, finished: bool) -> None:

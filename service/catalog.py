@@ -14,8 +14,10 @@ from croniter import croniter
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
 from rq.job import get_current_job
 
-from service.store.enqueue import EnqueueOptions, enqueue
+from service.store.enqueue import enqueue
 from service.store.layout import QUEUES, WORKER_QUEUES, events_channel
+from service.store.options import EnqueueOptions
+from service.store.write import as_rq_job
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -91,7 +93,9 @@ class RegisteredJob(Generic[P, R]):
 
     def enqueue(self, connection: Redis, /, options: EnqueueOptions | None = None, **params: Any) -> Job:
         """Validate the input and enqueue this job, as the API would: the one enqueue path."""
-        return enqueue(connection, self, [self.input_model.model_validate(params)], options).jobs[0]
+        options = options or EnqueueOptions()
+        written = enqueue(connection, self, [self.input_model.model_validate(params)], options).jobs[0]
+        return as_rq_job(connection, self, options, written)
 
 
 class Registry:

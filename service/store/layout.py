@@ -2,8 +2,8 @@
 
 RQ's own keys (`rq:job:<id>`, `rq:queue:<name>`, its registries) are RQ's to name: they are derived
 here from RQ's own functions, never spelled out, so an RQ upgrade that moves them moves them here
-too. Offload's keys all start with `offload:`. The Lua scripts that touch them are in
-`service/store/scripts.py`, each keyed by these names.
+too. Offload's keys all start with `offload:`. The Lua scripts that touch them, the enqueue's
+(`service/store/write.py`) and the take's (`service/store/queues.py`), are given these names as keys.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Literal, get_args
 from rq import Queue
 from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job
+from rq.registry import DeferredJobRegistry, ScheduledJobRegistry
 
 # --- queues --------------------------------------------------------------------------------------
 
@@ -66,6 +67,31 @@ def queue_key(queue: str) -> str:
 def intermediate_key(queue: str) -> str:
     """Where a worker moves a job id it takes, until it claims the job (RQ's)."""
     return IntermediateQueue.get_intermediate_queue_key(queue_key(queue))
+
+
+def queues_set_key() -> str:
+    """The set of every queue's key that ever held a job (RQ's `Queue.all` reads it)."""
+    return Queue.redis_queues_keys
+
+
+def scheduled_key(queue: str) -> str:
+    """The queue's jobs that wait for a time, scored by it (RQ's scheduled registry)."""
+    return ScheduledJobRegistry.key_template.format(queue)
+
+
+def deferred_key(queue: str) -> str:
+    """The queue's jobs that wait for other jobs (RQ's deferred registry)."""
+    return DeferredJobRegistry.key_template.format(queue)
+
+
+def dependents_key(job_id: str) -> str:
+    """The jobs that wait for this one (RQ's)."""
+    return Job.dependents_key_for(job_id)
+
+
+def dependencies_key(job_id: str) -> str:
+    """The jobs this one waits for: RQ's `Job.dependencies_key`, with its double colon."""
+    return f"{Job.redis_job_namespace_prefix}:{job_id}:dependencies"
 
 
 # Prefix of a job's hash: the take script builds it from an id (not for Redis Cluster, which RQ does

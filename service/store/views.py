@@ -20,9 +20,9 @@ from rq.utils import as_text
 
 from service.catalog import Registry
 from service.schemas import CallbackView, JobError, JobProgress, JobView
-from service.store.enqueue import NewJob
 from service.store.errors import JobNotFoundError
 from service.store.layout import RAN, TERMINAL
+from service.store.write import NewJob
 
 # A wait blocks on the job's result stream in slices this long, then re-reads the status, so
 # state changes that write no result (a cancel) are seen within one slice.
@@ -98,17 +98,18 @@ def _view(job: Job, status: str, latest: Result | None, due: float | None, regis
         timeout=int(job.timeout) if job.timeout is not None else None,
         retries_left=job.retries_left,
         meta=job.meta,
+        depends_on=job._dependency_ids,
     )
     # Runs started: one per retry spent (offload gives a job one backoff interval per retry it
     # may take), plus the current or final run.
     spent = len(job.retry_intervals or []) - (job.retries_left or 0)
     attempts = max(spent, 0) + (1 if status in RAN else 0)
-    ran = Ran(attempts, job._dependency_ids, result, error, job.started_at, job.ended_at, job.worker_name)
+    ran = Ran(attempts, result, error, job.started_at, job.ended_at, job.worker_name)
     return render(stored, registered.name if registered else None, ran)
 
 
 def new_job_view(job: NewJob, name: str) -> JobView:
-    """What `job_views` would show of a job `enqueue_fast` just wrote, without reading it back."""
+    """What `job_views` would show of a job the enqueue just wrote, without reading it back."""
     return render(job, name, NOT_RUN)
 
 
@@ -117,7 +118,6 @@ class Ran:
     """What a job's hash and result add to what the enqueue wrote, once it has been taken or run."""
 
     attempts: int
-    depends_on: list[str]
     result: Any
     error: JobError | None
     started_at: datetime | None
@@ -125,7 +125,7 @@ class Ran:
     worker: str | None
 
 
-NOT_RUN = Ran(0, [], None, None, None, None, None)
+NOT_RUN = Ran(0, None, None, None, None, None)
 
 
 def render(job: NewJob, name: str | None, ran: Ran) -> JobView:
@@ -150,7 +150,7 @@ def render(job: NewJob, name: str | None, ran: Ran) -> JobView:
         timeout=job.timeout,
         attempts=ran.attempts,
         retries_left=job.retries_left,
-        depends_on=ran.depends_on,
+        depends_on=job.depends_on,
         callback=CallbackView.model_validate(callback) if isinstance(callback, dict) else None,
         url=f"/jobs/{job.id}",
         dashboard_url=f"{page}{quote(job.id, safe='')}" if (page := dashboard_job_page.get()) else None,

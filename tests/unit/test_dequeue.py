@@ -17,8 +17,8 @@ from rq.worker import BaseWorker, WorkerStatus
 
 from jobs.examples import count_primes, very_long_task, word_count
 from service.store import queues as dequeue
-from service.store.enqueue import EnqueueOptions
 from service.store.layout import wake_key
+from service.store.options import EnqueueOptions
 from service.store.queues import SafeQueue
 from service.store.wake import MAX_TOKENS, WakingQueue
 from service.worker.main import build_worker

@@ -10,8 +10,8 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from service.catalog import JobDefaults, Registry, report_progress
-from service.store.enqueue import EnqueueOptions
 from service.store.layout import QUEUES
+from service.store.options import EnqueueOptions
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import pkgutil
 from typing import Any
 
 import fakeredis
-import pytest
 from rq import Queue, Worker
 from rq.cron import CronScheduler
 from rq.job import Job
@@ -60,13 +59,7 @@ OVERRIDDEN = {
     "rq.worker.worker_classes.Worker.monitor_work_horse": "(self, job: 'Job', queue: 'Queue', execution: 'Execution')",
 }
 
-# Private members offload calls or reads (`Class.member`: a method's signature; attributes by name).
-PRIVATE_METHODS = {
-    "rq.queue.Queue._enqueue_job": (
-        "(self, job: 'Job', pipeline: 'Pipeline | None' = None, at_front: 'bool' = False, "
-        "unique: 'bool' = False) -> 'Job'"
-    ),
-}
+# Private attributes offload reads, by name. (It calls no private RQ method.)
 PRIVATE_WORKER_ATTRIBUTES = ("_stopped_job_id", "_shutdown_requested_date")
 PRIVATE_JOB_ATTRIBUTES = (
     "_dependency_ids",
@@ -103,13 +96,6 @@ def overridden_members() -> dict[str, str]:
 
 def test_every_override_of_an_rq_member_is_pinned_to_its_signature() -> None:
     assert overridden_members() == OVERRIDDEN
-
-
-@pytest.mark.parametrize("path", PRIVATE_METHODS)
-def test_private_rq_methods_offload_calls_keep_their_signature(path: str) -> None:
-    module_name, cls_name, member = path.rsplit(".", 2)
-    cls = getattr(importlib.import_module(module_name), cls_name)
-    assert _signature(vars(cls)[member]) == PRIVATE_METHODS[path]
 
 
 def test_private_rq_attributes_offload_reads_still_exist() -> None:

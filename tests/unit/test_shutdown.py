@@ -27,8 +27,8 @@ from rq.utils import as_text, now
 
 from jobs.examples import very_long_task
 from service.settings import Settings
-from service.store.enqueue import EnqueueOptions
 from service.store.layout import COUNTERS_KEY
+from service.store.options import EnqueueOptions
 from service.worker.main import build_worker
 from service.worker.shutdown import DEFAULT_GRACE_SECONDS
 from service.worker.worker import ForkWorker

@@ -8,6 +8,7 @@ import fakeredis
 import pytest
 from rq import Queue
 from rq.job import Job
+from rq.registry import DeferredJobRegistry, ScheduledJobRegistry
 
 from service.store import layout
 from service.worker import webhooks
@@ -23,6 +24,14 @@ def test_rq_keys_are_rq_s_own() -> None:
     assert layout.job_key("abc") == Job.key_for("abc")
     assert layout.queue_key("low") == Queue("low", connection=fakeredis.FakeRedis()).key
     assert Job.key_for("abc") == layout.JOB_KEY_PREFIX + "abc"
+    connection = fakeredis.FakeRedis()
+    queue = Queue("low", connection=connection)
+    job = Job.create(print, id="abc", connection=connection)
+    assert layout.queues_set_key() == queue.redis_queues_keys
+    assert layout.scheduled_key("low") == ScheduledJobRegistry(queue=queue).key
+    assert layout.deferred_key("low") == DeferredJobRegistry(queue=queue).key
+    assert layout.dependents_key("abc") == job.dependents_key
+    assert layout.dependencies_key("abc") == job.dependencies_key
 
 
 def test_job_ids_are_checked_as_the_pattern_says() -> None:

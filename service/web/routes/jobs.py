@@ -12,17 +12,20 @@ import anyio
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response, status
 from pydantic import BaseModel, HttpUrl
 from redis import Redis
+from rq.job import Job
+from rq.serializers import JSONSerializer
 
 from service.catalog import RegisteredJob, Registry
 from service.schemas import JobView
 from service.settings import Settings
-from service.store.enqueue import EnqueueOptions, Idempotency, enqueue, enqueue_fast, fast_path_allows
+from service.store.enqueue import enqueue_async
 from service.store.layout import JOB_ID_PATTERN, QUEUES, TERMINAL, is_job_id
+from service.store.options import EnqueueOptions, Idempotency
 from service.store.views import fetch_job, job_view, job_views, new_job_view, wait_for_end
 from service.web.auth import may_enqueue_job, require
 from service.web.deps import ConnectionDep, RegistryDep, SettingsDep
 from service.web.errors import InvalidOptionError, TooLargeError, UnknownJobNameError
-from service.web.routes.fast_enqueue import enqueue_route
+from service.web.routes.enqueue_route import enqueue_route
 
 JOB_ID = Path(pattern=JOB_ID_PATTERN, description="The id returned by the enqueue")
 QueueName = Literal[QUEUES]  # type: ignore[valid-type]
@@ -140,7 +143,7 @@ def add_routes(router: APIRouter, registry: Registry) -> None:
             f"/jobs/{registered.name}",
             _enqueue_endpoint(registered),
             response_model=JobView,
-            route_class_override=enqueue_route(registered),  # the common request skips the options
+            route_class_override=enqueue_route(registered),  # one handler, not FastAPI's solver
             operation_id=f"enqueue_{registered.name}",
             summary=f"Enqueue {registered.name}",
             description=registered.description,
@@ -154,6 +157,7 @@ def add_routes(router: APIRouter, registry: Registry) -> None:
             summary=f"Enqueue a batch of {registered.name}",
             description=f"One {registered.name} job per item, all or none. {registered.description}",
             responses={413: {"description": "More items than MAX_BATCH_SIZE"}},
+            route_class_override=enqueue_route(registered),
             **enqueues,
         )
     # Who may not enqueue learns nothing of the catalogue from the 404 either.
@@ -178,8 +182,8 @@ def add_routes(router: APIRouter, registry: Registry) -> None:
 def _enqueue_endpoint(registered: RegisteredJob[..., Any]) -> Any:
     model = registered.input_model
 
-    # Every dependency costs each request (FastAPI resolves them anew), so the app's objects are
-    # read from its state, not declared as dependencies.
+    # Declared for the OpenAPI schema and run by the route's own handler (routes/enqueue_route.py),
+    # which reads these parameters; the app's objects come from its state.
     async def enqueue_job(
         request: Request,
         response: Response,
@@ -191,23 +195,21 @@ def _enqueue_endpoint(registered: RegisteredJob[..., Any]) -> Any:
         state = request.app.state
         _check_wait(wait, state.settings.max_wait_seconds)
         params = body if body is not None else model()
-        if not wait and fast_path_allows(options, key):  # the common request: on the event loop
-            new = (await enqueue_fast(state.batcher.execute, registered, [params], options))[0]
-            _describe(response, False, new.id)
-            return new_job_view(new, registered.name)
+        enqueued = await enqueue_async(state.batcher.execute, registered, [params], options, key)
+        job_id = enqueued.ids[0]
+        _describe(response, enqueued.replayed, job_id)
+        if not wait and not enqueued.replayed:  # the common request: answered from what was written
+            return new_job_view(enqueued.jobs[0], registered.name)
         connection: Redis = state.connection
         registry: Registry = state.registry
 
-        # Dependencies and Idempotency-Key WATCH keys, a wait blocks: RQ's path, in a thread.
-        def write() -> JobView:
-            enqueued = enqueue(connection, registered, [params], options, key)
-            job = enqueued.jobs[0]
-            _describe(response, enqueued.replayed, job.id)
+        def read() -> JobView:  # a replay shows the job as it is now; a wait blocks: in a thread
+            job = fetch_job(connection, job_id)
             if wait and job.get_status(refresh=False) not in TERMINAL:
                 job = wait_for_end(connection, job, wait)
             return job_view(job, registry)
 
-        return await anyio.to_thread.run_sync(write, limiter=_limiter(request, wait))
+        return await anyio.to_thread.run_sync(read, limiter=_limiter(request, wait))
 
     # The body's type is this job's input model; an input with no required field may be omitted.
     required = any(field.is_required() for field in model.model_fields.values())
@@ -228,18 +230,18 @@ def _batch_endpoint(registered: RegisteredJob[..., Any]) -> Any:
         if len(items) > state.settings.max_batch_size:
             limit = state.settings.max_batch_size
             raise TooLargeError(f"a batch holds at most {limit} items, not {len(items)}")
-        if fast_path_allows(options, key):
-            new = await enqueue_fast(state.batcher.execute, registered, items, options)
-            return [new_job_view(job, registered.name) for job in new]
+        enqueued = await enqueue_async(state.batcher.execute, registered, items, options, key)
+        _describe(response, enqueued.replayed, None)
+        if not enqueued.replayed:
+            return [new_job_view(job, registered.name) for job in enqueued.jobs]
         connection: Redis = state.connection
         registry: Registry = state.registry
 
-        def write() -> list[JobView]:
-            enqueued = enqueue(connection, registered, items, options, key)
-            _describe(response, enqueued.replayed, None)
-            return job_views(connection, enqueued.jobs, registry)
+        def read() -> list[JobView]:  # the jobs the key's first request made, as they are now
+            found = Job.fetch_many(enqueued.ids, connection=connection, serializer=JSONSerializer)
+            return job_views(connection, [job for job in found if job is not None], registry)
 
-        return await anyio.to_thread.run_sync(write)
+        return await anyio.to_thread.run_sync(read)
 
     body = Body(..., min_length=1, description=f"Inputs of {registered.name}, one job each")
     items = list[registered.input_model]  # type: ignore[name-defined]
