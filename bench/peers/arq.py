@@ -20,6 +20,6 @@ PEER = Peer(
         WorkerSetting("arq max_jobs 50, poll_delay 10 ms", WORKER, slots=50,
                       env=(("ARQ_POLL_DELAY", "0.01"),)),
         WorkerSetting("arq max_jobs 50, poll_delay 0.5 s (default)", WORKER, slots=50,
-                      env=(("ARQ_POLL_DELAY", "0.5"),), scenarios=("pickup",)),
+                      env=(("ARQ_POLL_DELAY", "0.5"),), scenarios=("pickup",), pickup_cap=20),
     ),
 )  # fmt: skip

@@ -85,6 +85,10 @@ def drain_count(args: argparse.Namespace, setting: WorkerSetting) -> int:
     return min(int(args.drain_jobs), setting.drain_cap or int(args.drain_jobs))
 
 
+def pickup_count(args: argparse.Namespace, setting: WorkerSetting) -> int:
+    return min(int(args.pickup_calls), setting.pickup_cap or int(args.pickup_calls))
+
+
 @dataclass(frozen=True)
 class Measurement:
     """One figure of one round: a cell's next sample, in the table's unit."""
@@ -108,7 +112,7 @@ class Measurement:
             budget = 3 * IO_SECONDS * count / setting.slots + 30
             seconds = drain_seconds(run, system, setting, "io_wait", count, IO_SECONDS, timeout=budget)
             return seconds * int(args.io_jobs) / count
-        return pickup_ms(run, system, setting, int(args.pickup_calls))
+        return pickup_ms(run, system, setting, pickup_count(args, setting))
 
 
 def measurements(args: argparse.Namespace, run: Run, system: System) -> list[Measurement]:
@@ -167,6 +171,8 @@ def lines(args: argparse.Namespace, systems: list[System], cells: Cells) -> list
             row = {key: cells[key, setting.label] for key in SCENARIOS if (key, setting.label) in cells}
             if "drain" in row and drain_count(args, setting) < args.drain_jobs:
                 row["drain"].note = f"measured on {drain_count(args, setting):,} jobs"
+            if "pickup" in row and pickup_count(args, setting) < args.pickup_calls:
+                row["pickup"].note = f"{pickup_count(args, setting)} calls"
             if "io" in row and io_count(args, setting) < args.io_jobs:
                 row["io"].note = (f"measured on {io_count(args, setting)} jobs ({setting.slots} at a time), "
                                   f"time scaled to {args.io_jobs}")  # fmt: skip

@@ -31,6 +31,7 @@ class WorkerSetting:
     env: tuple[tuple[str, str], ...] = ()
     scenarios: tuple[str, ...] = SCENARIOS[:3]  # which of the worker scenarios it runs in
     drain_cap: int | None = None  # (a) gives it at most this many jobs: a fork per job is slow
+    pickup_cap: int | None = None  # (c) makes at most this many calls: a slow poll takes long
     note: str = ""  # a footnote for the table
 
 
