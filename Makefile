@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install browser run test lint typecheck pytest format bench clean soak
+.PHONY: install browser run test lint typecheck pytest format bench bench-peers clean soak
 
 install: $(VENV)/.installed
 
@@ -38,6 +38,13 @@ pytest: install
 bench: install
 	scripts/install-system-packages
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+## bench-peers: issue 12's peer comparison (bench/README.md): offload beside Celery, Dramatiq, arq, SAQ,
+## taskiq and raw RQ, each in a venv of its own (made once under ~/.cache/offload-bench, from PyPI).
+## Some: make bench-peers PEERS_ARGS="--systems offload,arq --scenarios drain"; a smoke run: PEERS_ARGS=--quick
+bench-peers: install
+	scripts/install-system-packages
+	$(BIN)/python -m bench.peers $(PEERS_ARGS)
 
 ## soak: the fault soak (bench/soak): workers killed at random, every accepted job accounted for
 soak: install

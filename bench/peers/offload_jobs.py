@@ -1,0 +1,42 @@
+"""offload's side of the peer jobs (JOBS_MODULE=bench.peers.offload_jobs for its web and worker).
+
+The same three jobs as every peer's (apps/bench_common.py): one RPUSH of a time each, through the
+connection RQ already holds for the running job, as raw RQ's do (apps/rq_app.py).
+"""
+
+from __future__ import annotations
+
+import time
+
+from rq.job import get_current_job
+
+from service.catalog import job
+
+DONE = "bench:done"  # the same keys as apps/bench_common.py
+STARTED = "bench:started"
+
+
+def _push(key: str) -> None:
+    current = get_current_job()
+    if current is None:
+        raise RuntimeError("a bench job runs inside a worker")
+    current.connection.rpush(key, repr(time.time()))
+
+
+@job(queue="default", timeout=60)
+def tick() -> None:
+    """No-op: mark the end."""
+    _push(DONE)
+
+
+@job(queue="default", timeout=60)
+def io_wait(seconds: float = 0.5) -> None:
+    """Wait on I/O (a sleep), then mark the end."""
+    time.sleep(seconds)
+    _push(DONE)
+
+
+@job(queue="default", timeout=60)
+def stamp() -> None:
+    """Mark the start."""
+    _push(STARTED)
