@@ -40,6 +40,12 @@ def fetch_job(connection: Redis, job_id: str) -> Job:
         raise JobNotFoundError(job_id) from None
 
 
+def fetch_jobs(connection: Redis, job_ids: Sequence[str]) -> list[Job]:
+    """The jobs that still exist, in order (expired ones are left out)."""
+    found = Job.fetch_many(list(job_ids), connection=connection, serializer=JSONSerializer)
+    return [job for job in found if job is not None]
+
+
 def job_view(job: Job, registry: Registry) -> JobView:
     """What the API shows of a job."""
     return job_views(job.connection, [job], registry)[0]

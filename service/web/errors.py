@@ -90,10 +90,9 @@ async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
 async def _enqueue_error(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, UnknownDependencyError):
         error: OffloadError = InvalidOptionError("depends_on", str(exc))
-    elif isinstance(exc, IdempotencyConflictError):
+    else:  # the store's only other refusal (service/store/enqueue.py)
+        assert isinstance(exc, IdempotencyConflictError), exc
         error = ConflictError(str(exc))
-    else:  # concurrent writers outlasted the retries: try again
-        error = ConflictError(f"{exc}; try again")
     return await _offload_error(request, error)
 
 

@@ -12,8 +12,6 @@ import anyio
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response, status
 from pydantic import BaseModel, HttpUrl
 from redis import Redis
-from rq.job import Job
-from rq.serializers import JSONSerializer
 
 from service.catalog import RegisteredJob, Registry
 from service.schemas import JobView
@@ -21,7 +19,7 @@ from service.settings import Settings
 from service.store.enqueue import enqueue_async
 from service.store.layout import JOB_ID_PATTERN, QUEUES, TERMINAL, is_job_id
 from service.store.options import EnqueueOptions, Idempotency
-from service.store.views import fetch_job, job_view, job_views, new_job_view, wait_for_end
+from service.store.views import fetch_job, fetch_jobs, job_view, job_views, new_job_view, wait_for_end
 from service.web.auth import may_enqueue_job, require
 from service.web.deps import ConnectionDep, RegistryDep, SettingsDep
 from service.web.errors import InvalidOptionError, TooLargeError, UnknownJobNameError
@@ -238,8 +236,7 @@ def _batch_endpoint(registered: RegisteredJob[..., Any]) -> Any:
         registry: Registry = state.registry
 
         def read() -> list[JobView]:  # the jobs the key's first request made, as they are now
-            found = Job.fetch_many(enqueued.ids, connection=connection, serializer=JSONSerializer)
-            return job_views(connection, [job for job in found if job is not None], registry)
+            return job_views(connection, fetch_jobs(connection, enqueued.ids), registry)
 
         return await anyio.to_thread.run_sync(read)
 
