@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from redis import Redis
 from redis.exceptions import NoScriptError
 
+from service.connection import unpacked
 from service.store.layout import COUNTERS_KEY, counter_field
 from service.store.options import EnqueueOptions, Idempotency
 from service.store.write import WRITE_SCRIPT, NewJob, Write, deferred, prepare
@@ -27,7 +28,8 @@ if TYPE_CHECKING:
 
     from service.catalog import RegisteredJob
 
-# What sends one command and returns its reply (service/connection.py batches them).
+# What sends one command and returns its reply: a CommandBatcher's `execute` (service/connection.py),
+# which sends `Packed` runs as they are.
 Execute = Callable[..., Awaitable[Any]]
 
 
@@ -69,10 +71,10 @@ def enqueue(
     options = options or EnqueueOptions()
     write = _prepare(registered, inputs, options, idempotency)
     try:
-        reply = connection.execute_command(*write.command)
+        reply = connection.execute_command(*unpacked(write.command))
     except NoScriptError:  # a new or restarted Redis: teach it the script; nothing was written
         connection.script_load(WRITE_SCRIPT)
-        reply = connection.execute_command(*write.command)
+        reply = connection.execute_command(*unpacked(write.command))
     return _outcome(write, reply, options)
 
 

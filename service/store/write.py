@@ -14,6 +14,7 @@ from __future__ import annotations
 import calendar
 import functools
 import hashlib
+import itertools
 import json
 import uuid
 import zlib
@@ -27,6 +28,7 @@ from rq.job import Dependency, Job, JobStatus
 from rq.serializers import JSONSerializer
 from rq.utils import get_call_string, now, utcformat
 
+from service.connection import Packed
 from service.store.layout import (
     CALLBACK_HOOKS,
     COUNTERS_KEY,
@@ -126,6 +128,7 @@ WRITE_SCRIPT = WRITE_SCRIPT.replace("MAX_TOKENS", str(MAX_TOKENS)).replace(
     "JOB_PREFIX_LENGTH", str(len(job_key("")))
 )
 WRITE_SCRIPT_SHA = hashlib.sha1(WRITE_SCRIPT.encode()).hexdigest()  # noqa: S324 (Redis' script id)
+_EVALSHA = Packed(["EVALSHA", WRITE_SCRIPT_SHA])
 # An arbitrary moment: templates only need to know whether a job is scheduled, not when.
 _SOME_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 
@@ -151,7 +154,7 @@ class NewJob:
 class Write:
     """One request's EVALSHA, and the jobs it writes unless the script answers otherwise."""
 
-    command: list[Any]
+    command: list[Any]  # with `Packed` runs; `unpacked(command)` for a redis-py client
     jobs: list[NewJob]
     fingerprint: str  # of the request, for an idempotency record's replay ('' without a key)
 
@@ -172,13 +175,13 @@ def prepare(
     ids = [str(uuid.uuid4()) for _ in inputs]
     record = json.dumps({"fingerprint": fingerprint, "job_ids": ids}) if idempotency is not None else ""
     deps = options.depends_on
-    keys = [*template.keys, idempotency.redis_key if idempotency is not None else ""]
-    keys += [deferred_key(template.queue), *map(job_key, deps), *map(dependents_key, deps)]
+    keys: list[Any] = [template.keys, idempotency.redis_key if idempotency is not None else ""]
+    keys += [template.deferred, *map(job_key, deps), *map(dependents_key, deps)]
     args: list[Any] = [
         template.how,
         first - INDEX_RETENTION_SECONDS * 1_000_000,
         template.counter,
-        len(template.fields),
+        template.width,
         len(deps),
         "1" if options.allow_failure else "",
         record,
@@ -186,15 +189,17 @@ def prepare(
         int(stamp.timestamp()),  # RQ's current_timestamp(), the deferred registry's score
     ]
     jobs = []
+    runs = template.runs
     for n, (job_id, kwargs) in enumerate(zip(ids, inputs, strict=True)):
-        fields = template.fields.copy()
-        fields[template.created_at] = formatted
-        fields[template.data] = zlib.compress(JSONSerializer.dumps((template.func_name, None, (), kwargs)))
-        fields[template.description] = get_call_string(template.func_name, (), kwargs, max_length=75)
+        data = zlib.compress(JSONSerializer.dumps((template.func_name, None, (), kwargs)))
+        description = get_call_string(template.func_name, (), kwargs, max_length=75)
+        own = {template.created_at: formatted, template.data: data, template.description: description}
         if template.enqueued_at is not None:
-            fields[template.enqueued_at] = formatted
+            own[template.enqueued_at] = formatted
         keys += (job_key(job_id), dependencies_key(job_id))
-        args += (job_id, "" if due is None else due, first + n, *fields)
+        args += (job_id, "" if due is None else due, first + n, runs[0])
+        for slot, run in zip(template.slots, runs[1:], strict=True):
+            args += (own[slot], run)
         jobs.append(
             NewJob(
                 id=job_id,
@@ -210,7 +215,8 @@ def prepare(
                 depends_on=list(deps),
             )
         )
-    command = ["EVALSHA", WRITE_SCRIPT_SHA, len(keys), *keys, *args]
+    key_count = len(keys) - 1 + len(template.keys.args)  # the template's keys are one run
+    command = [_EVALSHA, key_count, *keys, *args]
     return Write(command=command, jobs=jobs, fingerprint=fingerprint)
 
 
@@ -252,7 +258,16 @@ class _Template:
         else:
             self.how, target = ("LPUSH" if options.at_front else "RPUSH"), queue_key(queue.name)
         indexes = [index_key(), index_key(name=registered.name), index_key(queue=queue.name)]
-        self.keys = [queues_set_key(), queue.key, target, *indexes, COUNTERS_KEY, wake_key(queue.name)]
+        self.keys = Packed(
+            [queues_set_key(), queue.key, target, *indexes, COUNTERS_KEY, wake_key(queue.name)]
+        )
+        self.deferred = deferred_key(queue.name)
+        # Each job's own values go in these slots; what lies between them is sent as packed.
+        self.width = len(self.fields)
+        own = (self.created_at, self.data, self.description, self.enqueued_at)
+        self.slots = sorted(slot for slot in own if slot is not None)
+        bounds = [-1, *self.slots, self.width]
+        self.runs = [Packed(self.fields[start + 1 : end]) for start, end in itertools.pairwise(bounds)]
         self.counter = f"{registered.name}:enqueued"
         self.queue = queue.name
         self.status = status.value

@@ -11,7 +11,7 @@ import redis.asyncio
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from service.connection import CommandBatcher, pack
+from service.connection import CommandBatcher, Packed, pack, unpacked
 from service.dev.redis_server import free_port
 
 
@@ -75,3 +75,10 @@ def test_commands_are_packed_as_redis_py_packs_them(args: tuple[Any, ...], expec
 def test_what_redis_py_would_refuse_is_refused() -> None:
     with pytest.raises(TypeError):
         pack(("SET", "k", True))
+
+
+def test_packed_runs_are_sent_as_their_arguments_would_be() -> None:
+    args = ("EVALSHA", Packed(["sha", "ü"]), 2, Packed([]), b"\x00", Packed([1.5, 7]))
+    plain = unpacked(args)
+    assert plain == ["EVALSHA", "sha", "ü", 2, b"\x00", 1.5, 7]
+    assert pack(args) == pack(plain) == b"".join(redis.asyncio.Connection().pack_command(*plain))

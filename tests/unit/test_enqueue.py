@@ -23,6 +23,7 @@ from rq.job import Dependency, Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from service.catalog import RegisteredJob, load_catalog
+from service.connection import CommandBatcher, unpacked
 from service.store.enqueue import (
     Enqueued,
     IdempotencyConflictError,
@@ -264,7 +265,7 @@ def _write_async(server: fakeredis.FakeServer, write: Callable[[Any], Any]) -> A
 
 
 def test_the_event_loops_enqueue_is_the_same_write() -> None:
-    """`enqueue_async` sends the very command `enqueue` sends; only the client differs."""
+    """`enqueue_async` sends the very command `enqueue` sends, through the web's batcher."""
     registered = _registered("word_count")
     server = fakeredis.FakeServer()
     options = EnqueueOptions(depends_on=(DEPENDENCY,))
@@ -272,7 +273,7 @@ def test_the_event_loops_enqueue_is_the_same_write() -> None:
     _prepare_dependency([connection], "queued")
     inputs = _inputs(registered, [{"text": "a b"}])
     enqueued: Enqueued = _write_async(
-        server, lambda client: enqueue_async(client.execute_command, registered, inputs, options)
+        server, lambda client: enqueue_async(CommandBatcher(client).execute, registered, inputs, options)
     )
     job = Job.fetch(enqueued.ids[0], connection=connection, serializer=JSONSerializer)
     assert job.get_status() == JobStatus.DEFERRED == enqueued.jobs[0].status
@@ -285,9 +286,11 @@ def test_the_script_is_loaded_into_a_new_redis_once() -> None:
     sent: list[str] = []
 
     async def write_twice(client: Any) -> None:
+        batcher = CommandBatcher(client)
+
         async def execute(*args: Any) -> Any:
-            sent.append(str(args[0]))
-            return await client.execute_command(*args)
+            sent.append(str(unpacked(args)[0]))
+            return await batcher.execute(*args)
 
         for _ in range(2):
             await enqueue_async(execute, registered, _inputs(registered, [{"text": "a"}]))

@@ -11,10 +11,11 @@ tests/unit/test_enqueue_route.py holds it against FastAPI's handler over the sam
 
 from __future__ import annotations
 
-import copy
 import email.message
 import json
 from collections.abc import Callable, Coroutine
+from dataclasses import fields
+from datetime import datetime
 from typing import Any, ClassVar
 
 from fastapi import HTTPException, Request, Response
@@ -23,7 +24,7 @@ from fastapi.dependencies.utils import request_body_to_args, request_params_to_a
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic_core import PydanticUndefined
-from starlette.datastructures import Headers, QueryParams
+from starlette.datastructures import MutableHeaders
 
 from service.catalog import RegisteredJob
 from service.web.auth import authenticate_request, check_may_enqueue
@@ -52,12 +53,12 @@ class EnqueueRoute(APIRoute):
             if sub.name is not None
         ]
         own = _Parameters(self.dependant)  # the endpoint's own (`wait`)
+        header_names = own.header_names.union(*(declared.header_names for _, _, declared in parameters))
         status_code = self.status_code
         assert status_code is not None  # 202, declared by the routes
+        plain: dict[str, Any] | None = None  # the parameters of a request that sends none of them
 
-        async def handle(request: Request) -> Response:
-            body = await _json_body(request)  # FastAPI parses the body before anything else
-            check_may_enqueue(await authenticate_request(request), name)
+        async def parameter_values(request: Request) -> dict[str, Any]:
             values: dict[str, Any] = {}
             errors: list[Any] = []
             for parameter, call, declared in parameters:  # as FastAPI solves them: a failed one is skipped
@@ -67,21 +68,41 @@ class EnqueueRoute(APIRoute):
                     assert call is not None
                     values[parameter] = await call(request=request, **found)
             found, failed = own.validate(request)
-            values |= found
-            errors += failed
+            if errors or failed:
+                raise _Invalid(errors + failed)
+            return values | found
+
+        async def handle(request: Request) -> Response:
+            nonlocal plain
+            content_type, declared = None, False  # one look at the headers for both
+            for key, value in request.scope["headers"]:
+                if key == b"content-type":
+                    content_type = value if content_type is None else content_type  # the first
+                if key in header_names:
+                    declared = True
+            body = await _json_body(request, content_type)  # FastAPI parses the body first
+            check_may_enqueue(await authenticate_request(request), name)
+            errors: list[Any] = []
+            sends_none = not (request.scope["query_string"] or declared)
+            if sends_none and plain is not None:
+                values = plain
+            else:
+                try:
+                    values = await parameter_values(request)
+                except _Invalid as invalid:
+                    values, errors = {}, invalid.errors
+                else:  # what every later request that sends none gets, if nothing can change it
+                    if sends_none and all(map(_immutable, values.values())):
+                        plain = values
             found, failed = await request_body_to_args([body_field], body, embed_body_fields=False)
-            values |= found
-            errors += failed
-            if errors:
-                raise RequestValidationError(errors, body=body)
-            headers = Response()  # what the endpoint adds (Location, Idempotent-Replayed)
-            result = await endpoint(request=request, response=headers, **values)
+            if errors or failed:
+                raise RequestValidationError(errors + failed, body=body)
+            headers = _Headers()  # what the endpoint adds (Location, Idempotent-Replayed)
+            result = await endpoint(request=request, response=headers, **values, **found)
             response = Response(
                 response_field.serialize_json(result), status_code, media_type="application/json"
             )
-            response.headers.raw.extend(
-                (key, value) for key, value in headers.headers.raw if key not in (b"content-length",)
-            )
+            response.headers.raw.extend(headers.headers.raw)
             return response
 
         return handle
@@ -98,14 +119,10 @@ def enqueue_route(job: RegisteredJob[..., Any]) -> type[APIRoute]:
 
 class _Parameters:
     """A dependency's query and header parameters, validated as FastAPI's `request_params_to_args`
-    does. Most requests send no query string and none of the headers: that outcome is the same
-    every time, so it is worked out once (FastAPI's defaults, copied for each request as FastAPI
-    copies them)."""
+    validates them."""
 
     def __init__(self, dependant: Dependant) -> None:
         self.query, self.headers = dependant.query_params, dependant.header_params
-        self.without_query = request_params_to_args(self.query, QueryParams(""))
-        self.without_headers = request_params_to_args(self.headers, Headers())
         # Every name a header field could be read by: a request with none of them sends none.
         self.header_names = {
             spelling.lower().encode()
@@ -115,31 +132,43 @@ class _Parameters:
         }
 
     def validate(self, request: Request) -> tuple[dict[str, Any], list[Any]]:
-        if request.scope["query_string"]:
-            query, query_errors = request_params_to_args(self.query, request.query_params)
-        else:
-            query, query_errors = _fresh(self.without_query)
-        if any(name in self.header_names for name, _ in request.scope["headers"]):
-            header, header_errors = request_params_to_args(self.headers, request.headers)
-        else:
-            header, header_errors = _fresh(self.without_headers)
+        query, query_errors = request_params_to_args(self.query, request.query_params)
+        header, header_errors = request_params_to_args(self.headers, request.headers)
         return query | header, query_errors + header_errors
 
 
-def _fresh(outcome: tuple[dict[str, Any], list[Any]]) -> tuple[dict[str, Any], list[Any]]:
-    """A copy of a worked-out outcome that the request may change without changing the next."""
-    values, errors = outcome
-    copied = {
-        name: value if type(value) in _IMMUTABLE else copy.deepcopy(value) for name, value in values.items()
-    }
-    return copied, copy.deepcopy(errors) if errors else []
+class _Invalid(Exception):
+    def __init__(self, errors: list[Any]) -> None:
+        self.errors = errors
 
 
-_IMMUTABLE = frozenset({type(None), bool, int, float, str, bytes})
+class _Headers:
+    """What the endpoint adds to its response (Location, Idempotent-Replayed): a `Response`'s
+    headers without the rest of one."""
+
+    __slots__ = ("headers",)
+
+    def __init__(self) -> None:
+        self.headers = MutableHeaders()
 
 
-async def _json_body(request: Request) -> Any:
-    """The body as FastAPI's handler reads it: JSON for a JSON content type, else its bytes."""
+def _immutable(value: Any) -> bool:
+    """Whether a parameter's value can be shared by requests: nothing a request does changes it."""
+    if type(value) in _IMMUTABLE:
+        return True
+    if isinstance(value, tuple):
+        return all(map(_immutable, value))
+    params = getattr(type(value), "__dataclass_params__", None)
+    return bool(params and params.frozen) and all(_immutable(getattr(value, f.name)) for f in fields(value))
+
+
+_IMMUTABLE = frozenset({type(None), bool, int, float, str, bytes, datetime})
+
+
+async def _json_body(request: Request, content_type: bytes | None) -> Any:
+    """The body as FastAPI's handler reads it: JSON for a JSON content type, else its bytes.
+
+    `content_type` is the request's first Content-Type header, as `request.headers` would give it."""
     try:
         raw = await request.body()
     except Exception as exc:  # a client gone, a body over the limit: FastAPI's own answer here
@@ -147,13 +176,12 @@ async def _json_body(request: Request) -> Any:
         raise HTTPException(400, "There was an error parsing the body") from exc
     if not raw:
         return NO_BODY
-    content_type = request.headers.get("content-type")
     if not content_type:  # FastAPI's strict content type: no type, no JSON
         return raw
-    if content_type == "application/json":  # what email.message makes of it, without asking it
+    if content_type == b"application/json":  # what email.message makes of it, without asking it
         return _parse(raw)
     message = email.message.Message()
-    message["content-type"] = content_type
+    message["content-type"] = content_type.decode("latin-1")  # as Starlette decodes headers
     subtype = message.get_content_subtype()
     if message.get_content_maintype() != "application" or not (
         subtype == "json" or subtype.endswith("+json")
