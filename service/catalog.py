@@ -17,7 +17,7 @@ from rq.job import get_current_job
 from service.store.enqueue import enqueue
 from service.store.layout import QUEUES, WORKER_QUEUES, events_channel
 from service.store.options import EnqueueOptions
-from service.store.write import as_rq_job
+from service.store.template import as_rq_job
 
 if TYPE_CHECKING:
     from redis import Redis

@@ -17,3 +17,7 @@ class JobNotFoundError(StoreError):
     def __init__(self, job_id: str) -> None:
         super().__init__(f"no job with id {job_id!r} (it never existed or its record expired)")
         self.job_id = job_id
+
+
+class JobStateError(StoreError):
+    """The job's state, or a change made meanwhile, does not allow what was asked (HTTP's 409)."""

@@ -12,7 +12,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.schemas import ErrorBody
 from service.store.enqueue import EnqueueError, IdempotencyConflictError, UnknownDependencyError
-from service.store.errors import JobNotFoundError
+from service.store.errors import JobNotFoundError, JobStateError
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +101,16 @@ async def _job_not_found(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": exc.detail}, status_code=404)
 
 
+async def _job_state(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, JobStateError)
+    return await _offload_error(request, ConflictError(exc.detail))
+
+
 def install(app: FastAPI) -> None:
     """Map offload's errors and an unreachable Redis to JSON answers."""
     app.add_exception_handler(OffloadError, _offload_error)
     app.add_exception_handler(EnqueueError, _enqueue_error)
     app.add_exception_handler(JobNotFoundError, _job_not_found)
+    app.add_exception_handler(JobStateError, _job_state)
     app.add_exception_handler(RedisConnectionError, _redis_down)
     app.add_exception_handler(RedisTimeoutError, _redis_down)

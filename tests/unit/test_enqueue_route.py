@@ -112,7 +112,17 @@ def _comparable(body: Any) -> Any:
 def test_every_answer_is_fastapis(
     apps: tuple[TestClient, TestClient], path: str, kwargs: dict[str, Any]
 ) -> None:
-    ours, stock = apps
+    _same_answer(*apps, path, kwargs)
+
+
+def test_later_requests_to_one_app_are_answered_as_the_first(apps: Apps) -> None:
+    """Every request in turn, twice, to one app: the outcome the handler keeps for requests that
+    send no option and no key is the one FastAPI works out anew each time, whatever came between."""
+    for path, kwargs in REQUESTS * 2:
+        _same_answer(*apps, path, kwargs)
+
+
+def _same_answer(ours: TestClient, stock: TestClient, path: str, kwargs: dict[str, Any]) -> None:
     mine, theirs = ours.post(path, **kwargs), stock.post(path, **kwargs)
     assert mine.status_code == theirs.status_code, (mine.text, theirs.text)
     assert _comparable(mine.json()) == _comparable(theirs.json())

@@ -1,0 +1,161 @@
+"""RQ's hash of a job, as its enqueue saves it, made once per (job, options) by RQ itself.
+
+The writer (service/store/write.py) fills in what differs from one job to the next; the fields
+around them are sent packed once (service/connection.py's `Packed`). In-process producers get
+RQ's `Job` of what was written from the same source (`as_rq_job`).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from redis import Redis
+from rq import Callback, Queue, Retry
+from rq.job import Dependency, Job, JobStatus
+from rq.serializers import JSONSerializer
+from rq.utils import now
+
+from service.connection import Packed
+from service.store.layout import (
+    CALLBACK_HOOKS,
+    COUNTERS_KEY,
+    deferred_key,
+    index_key,
+    queue_key,
+    queues_set_key,
+    scheduled_key,
+    wake_key,
+)
+from service.store.options import EnqueueOptions, retry_intervals
+
+if TYPE_CHECKING:
+    from service.catalog import RegisteredJob
+    from service.store.write import NewJob
+
+# An arbitrary moment: templates only need to know whether a job is scheduled, not when.
+_SOME_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+class Template:
+    """RQ's hash of a job, as its enqueue saves it, less what differs from one job to the next."""
+
+    def __init__(self, registered: RegisteredJob[..., Any], options: EnqueueOptions) -> None:
+        # RQ's objects want a client; building them sends nothing.
+        queue = Queue(
+            options.queue or registered.defaults.queue, connection=Redis(), serializer=JSONSerializer
+        )
+        job = _create(queue, registered, options, "template", {})
+        status = job.get_status(refresh=False)
+        assert status is not None
+        assert job.func_name is not None
+        assert job.ttl is None  # RQ's cleanup(ttl=None) adds no EXPIRE; neither does the script
+        if status == JobStatus.QUEUED:
+            # What Queue._prepare_for_queue sets, short of asking Redis its version.
+            job.origin = queue.name
+            job.enqueued_at = now()
+        # Field, value, field, value...: status first, as `set_status` then `save` leave the hash.
+        self.fields: list[Any] = ["status", status.value]
+        for field, value in job.to_dict().items():
+            self.fields += [field, value.value if isinstance(value, JobStatus) else value]
+        value_at = {field: 2 * n + 1 for n, field in enumerate(self.fields[::2])}
+        self.created_at = value_at["created_at"]  # where each job's own values go
+        self.data = value_at["data"]
+        self.description = value_at["description"]
+        self.enqueued_at = value_at.get("enqueued_at")
+        self.func_name = job.func_name
+        self.scheduled = status == JobStatus.SCHEDULED
+        if self.scheduled:
+            self.how, target = "ZADD", scheduled_key(queue.name)
+        else:
+            self.how, target = ("LPUSH" if options.at_front else "RPUSH"), queue_key(queue.name)
+        indexes = [index_key(), index_key(name=registered.name), index_key(queue=queue.name)]
+        self.keys = Packed(
+            [queues_set_key(), queue.key, target, *indexes, COUNTERS_KEY, wake_key(queue.name)]
+        )
+        self.deferred = deferred_key(queue.name)
+        # Each job's own values go in these slots; what lies between them is sent as packed.
+        self.width = len(self.fields)
+        own = (self.created_at, self.data, self.description, self.enqueued_at)
+        self.slots = sorted(slot for slot in own if slot is not None)
+        bounds = [-1, *self.slots, self.width]
+        self.runs = [Packed(self.fields[start + 1 : end]) for start, end in itertools.pairwise(bounds)]
+        self.counter = f"{registered.name}:enqueued"
+        self.queue = queue.name
+        self.status = status.value
+        self.timeout = int(job.timeout) if job.timeout is not None else None
+        self.retries_left = job.retries_left
+        self.meta = job.meta
+
+
+def as_rq_job(
+    connection: Redis, registered: RegisteredJob[..., Any], options: EnqueueOptions, new: NewJob
+) -> Job:
+    """RQ's `Job` of a job just written, for in-process producers, without reading it back."""
+    queue = Queue(new.queue, connection=connection, serializer=JSONSerializer)
+    job = _create(queue, registered, options, new.id, new.kwargs, JobStatus(new.status))
+    job.created_at = new.created_at or job.created_at
+    job.enqueued_at = new.enqueued_at
+    return job
+
+
+def _create(
+    queue: Queue,
+    registered: RegisteredJob[..., Any],
+    options: EnqueueOptions,
+    job_id: str,
+    kwargs: dict[str, Any],
+    status: JobStatus | None = None,
+) -> Job:
+    """RQ's own job for these options: the template's source, or a written job's object."""
+    defaults = registered.defaults
+    retries = defaults.retries if options.retries is None else options.retries
+    depends_on = (
+        Dependency(
+            jobs=list(options.depends_on),
+            allow_failure=options.allow_failure,
+            enqueue_at_front=options.at_front,  # where the job goes once its dependencies end
+        )
+        if options.depends_on
+        else None
+    )
+    # The function object, never a name from a request: RQ stores its dotted path, which
+    # workers resolve only through the registry (service/worker/job.py).
+    job = queue.create_job(
+        registered.func,
+        kwargs=kwargs,
+        timeout=defaults.timeout if options.timeout is None else options.timeout,
+        result_ttl=defaults.result_ttl if options.result_ttl is None else options.result_ttl,
+        failure_ttl=defaults.failure_ttl,
+        retry=Retry(max=retries, interval=retry_intervals(defaults.retry_intervals, retries))
+        if retries
+        else None,
+        depends_on=depends_on,
+        job_id=job_id,
+        status=status or (JobStatus.SCHEDULED if options.at is not None else JobStatus.QUEUED),
+        **_callbacks(options.callback_url),
+    )
+    return job
+
+
+def _callbacks(url: str | None) -> dict[str, Any]:
+    if url is None:
+        return {}
+    hooks: dict[str, Any] = {option: Callback(path) for option, path in CALLBACK_HOOKS.items()}
+    return hooks | {"meta": {"callback": {"url": url, "status": "pending", "attempts": 0}}}
+
+
+def template_for(registered: RegisteredJob[..., Any], options: EnqueueOptions) -> Template:
+    # A template depends on whether a job is scheduled, not on when.
+    shape = options if options.at is None else replace(options, at=_SOME_TIME)
+    if options.depends_on:  # ids differ from request to request: not worth a cache entry
+        return Template(registered, shape)
+    return _cached_template(registered, shape)
+
+
+@functools.lru_cache(maxsize=512)
+def _cached_template(registered: RegisteredJob[..., Any], options: EnqueueOptions) -> Template:
+    return Template(registered, options)
