@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 import time
@@ -67,6 +68,21 @@ def process_items(
         time.sleep(delay)
         report_progress(done / items, f"{done}/{items} items")
     return {"processed": items}
+
+
+@job(queue="default", timeout=300)
+async def wait_for_all(
+    waits: Annotated[
+        tuple[Annotated[float, Field(ge=0, le=60)], ...], Field(min_length=1, max_length=100)
+    ] = (1.0, 2.0, 0.5),
+) -> dict[str, float]:
+    """I/O-bound, `async def`: wait on several things at once (sleeps standing in for HTTP calls),
+    reporting each as it ends; it takes as long as the longest wait, not their sum."""
+    started = time.monotonic()
+    for done, finished in enumerate(asyncio.as_completed([asyncio.sleep(s) for s in waits]), 1):
+        await finished
+        report_progress(done / len(waits), f"{done}/{len(waits)} waits done")
+    return {"waited": round(time.monotonic() - started, 3), "longest": max(waits)}
 
 
 # Every minute, on the lowest queue: cheap enough to run wherever the stack runs, frequent enough

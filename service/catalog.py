@@ -6,9 +6,9 @@ import importlib
 import inspect
 import re
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast
 
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
@@ -65,6 +65,7 @@ class RegisteredJob(Generic[P, R]):
         self.input_model = _input_model(func, name)
         hints = typing.get_type_hints(func, include_extras=True)
         self._result = TypeAdapter(hints["return"]) if "return" in hints else None
+        self.is_async = inspect.iscoroutinefunction(func)
         self.__doc__ = func.__doc__
         self.__wrapped__ = func
 
@@ -75,20 +76,38 @@ class RegisteredJob(Generic[P, R]):
         return f"<job {self.name} ({self.path})>"
 
     def run(self, **kwargs: Any) -> Any:
-        """Run inside a worker: validate the stored JSON input, call, return a JSON-able result."""
+        """Run inside a worker: validate the stored JSON input, call, return a JSON-able result.
+
+        For an `async def` job this returns the coroutine that does it: RQ's `Job._execute` runs a
+        coroutine a job's function returns on an event loop of its own (`asyncio.run`). At the
+        job's timeout RQ's death penalty interrupts that loop and the coroutine is cancelled.
+        """
         params = self.input_model.model_validate(kwargs)
         job = get_current_job()
         if job is not None and "error" in job.meta:  # a retry: the last attempt's error is stale
             del job.meta["error"]
             job.save_meta()
-        call: Callable[..., R] = self.func
+        arguments = {field: getattr(params, field) for field in type(params).model_fields}
+        if self.is_async:
+            return self._run_async(job, arguments)
+        call: Callable[..., Any] = self.func
         try:
-            result = call(**{field: getattr(params, field) for field in type(params).model_fields})
+            result = call(**arguments)
         except Exception as exc:
-            if job is not None:
-                job.meta["error"] = {"type": type(exc).__name__, "message": str(exc)}
-                job.save_meta()
+            _record_error(job, exc)
             raise
+        return self._dump(result)
+
+    async def _run_async(self, job: Job | None, arguments: dict[str, Any]) -> Any:
+        call = cast(Callable[..., Awaitable[Any]], self.func)  # is_async: it returns a coroutine
+        try:
+            result = await call(**arguments)
+        except Exception as exc:
+            _record_error(job, exc)
+            raise
+        return self._dump(result)
+
+    def _dump(self, result: Any) -> Any:
         return result if self._result is None else self._result.dump_python(result, mode="json")
 
     def enqueue(self, connection: Redis, /, options: EnqueueOptions | None = None, **params: Any) -> Job:
@@ -124,7 +143,8 @@ class Registry:
             raise ValueError(f"unknown queue {settings.queue!r}; queues are {', '.join(QUEUES)}")
 
         def register(func: Callable[P, R]) -> RegisteredJob[P, R]:
-            job_name = func.__name__ if name is None else name
+            job_name = getattr(func, "__name__", repr(func)) if name is None else name
+            _check_runnable(func, job_name)
             if not NAME_PATTERN.fullmatch(job_name):
                 raise ValueError(f"job name {job_name!r} must match {NAME_PATTERN.pattern}")
             if job_name in self._by_name:
@@ -151,6 +171,27 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self._by_name)
+
+
+def _record_error(job: Job | None, exc: Exception) -> None:
+    """Keep the exception's type and message where the job's view shows them."""
+    if job is not None:
+        job.meta["error"] = {"type": type(exc).__name__, "message": str(exc)}
+        job.save_meta()
+
+
+def _check_runnable(func: Any, name: str) -> None:
+    """Refuse at import what a worker could not run as a job: a job is a plain or `async def`
+    function whose return value is its result."""
+    if not inspect.isfunction(func):
+        raise TypeError(f"job {name!r}: @job takes a function defined with def or async def, not {func!r}")
+    if func.__name__ == "<lambda>":
+        raise TypeError(f"job {name!r}: @job takes a named function, not a lambda")
+    if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
+        raise TypeError(
+            f"job {name!r}: {func.__qualname__} is a generator (it yields); a job returns its result: "
+            "return a list, and use report_progress for what it does along the way"
+        )
 
 
 def _input_model(func: Callable[..., Any], name: str) -> type[BaseModel]:

@@ -46,6 +46,22 @@ def test_cancel_stops_a_running_job_within_seconds(stack: Stack) -> None:
     assert stack.client.post(f"/jobs/{long['id']}/cancel").json()["status"] == "stopped"
 
 
+def test_an_async_job_runs_its_waits_at_once_and_can_be_stopped(stack: Stack) -> None:
+    view = post(stack, "/jobs/wait_for_all", {"waits": [1.0, 1.5, 0.5, 1.5]})
+    done = stack.wait_for_job(view["id"], 20)
+    assert done["status"] == "finished", f"{done}\n{stack.logs()}"
+    assert done["result"]["longest"] == 1.5
+    assert 1.5 <= done["result"]["waited"] < 4.5  # at once: not the 4.5 s of their sum
+    assert done["progress"]["fraction"] == 1.0
+    # A running async job is stopped like any other, and the worker goes on.
+    long = post(stack, "/jobs/wait_for_all", {"waits": [30.0]})
+    assert wait_until(lambda: status(stack, long["id"]) == "started", 10), stack.logs()
+    stopped = stack.client.post(f"/jobs/{long['id']}/cancel").json()
+    assert stopped["status"] == "stopped", f"{stopped}\n{stack.logs()}"
+    after = post(stack, "/jobs/wait_for_all", {"waits": [0.1]})
+    assert stack.wait_for_job(after["id"], 10)["status"] == "finished"
+
+
 def test_a_delayed_job_runs_when_due(stack: Stack) -> None:
     view = post(stack, "/jobs/word_count", {"text": "later"}, delay=2)
     assert view["status"] == "scheduled"
