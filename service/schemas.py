@@ -75,6 +75,9 @@ class JobPage(BaseModel):
 class QueueView(BaseModel):
     name: str
     counts: dict[str, int] = Field(description="Jobs per status")
+    paused: bool = Field(
+        False, description="Paused: it accepts jobs, and no worker takes any until it is resumed"
+    )
 
 
 class WorkerView(BaseModel):

@@ -21,3 +21,11 @@ class JobNotFoundError(StoreError):
 
 class JobStateError(StoreError):
     """The job's state, or a change made meanwhile, does not allow what was asked (HTTP's 409)."""
+
+
+class UnknownQueueError(StoreError):
+    """No queue has this name (HTTP's 404)."""
+
+    def __init__(self, name: str, known: tuple[str, ...]) -> None:
+        super().__init__(f"no queue named {name!r}; queues are {', '.join(known)}")
+        self.name = name

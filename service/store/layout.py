@@ -3,7 +3,8 @@
 RQ's own keys (`rq:job:<id>`, `rq:queue:<name>`, its registries) are RQ's to name: they are derived
 here from RQ's own functions, never spelled out, so an RQ upgrade that moves them moves them here
 too. Offload's keys all start with `offload:`. The Lua scripts that touch them, the enqueue's
-(`service/store/write.py`) and the take's (`service/store/queues.py`), are given these names as keys.
+(`service/store/write.py`), the take's (`service/store/queues.py`), the resume's (`service/store/pause.py`)
+and the expiry's (`service/store/expiry.py`), are given these names as keys.
 """
 
 from __future__ import annotations
@@ -112,6 +113,9 @@ IDEMPOTENCY_PREFIX = "offload:idempotency:"
 WAKE_PREFIX = "offload:wake:"
 EVENTS_PREFIX = "offload:events:"
 LEASE_KEY = "offload:clock:lease"
+# The names of the queues an admin paused (service/store/pause.py): the take script skips them,
+# enqueues still land in them.
+PAUSED_KEY = "offload:paused"
 
 
 def index_key(name: str | None = None, queue: str | None = None) -> str:

@@ -9,7 +9,8 @@ marked started and the id removed from the intermediate list, in one transaction
 intermediate list, neither claimed nor taken back for INTERMEDIATE_GRACE_SECONDS, is from a worker
 that died in between: a maintenance sweep puts it back at the front of its queue, unrun.
 
-With nothing to take, the worker blocks on its queues' wake lists (service/store/wake.py).
+With nothing to take, the worker blocks on its queues' wake lists (service/store/wake.py). The take
+skips paused queues (service/store/pause.py): their jobs stay queued until a resume.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job, JobStatus
 from rq.utils import as_text, backend_class, now
 
-from service.store.layout import JOB_KEY_PREFIX, wake_key
+from service.store.layout import JOB_KEY_PREFIX, PAUSED_KEY, wake_key
 from service.store.wake import WakingQueue
 
 if TYPE_CHECKING:
@@ -38,16 +39,20 @@ WAKE_POLL_SECONDS = 0.5
 # sweep first saw it is from a worker that died before its claim.
 INTERMEDIATE_GRACE_SECONDS = 10
 
-# KEYS: n queue lists, then their n intermediate lists, then their n wake lists.
-# Takes the first id of the first non-empty queue into its intermediate list, and returns it with
-# the job's hash (one round trip less; the hash's key is RQ's, derived from the id: not for Redis
-# Cluster, which RQ does not support either). With every queue empty, drops the wake tokens: they
-# announce jobs that are gone already.
+# KEYS: n queue lists, then their n intermediate lists, then their n wake lists, then the paused set.
+# ARGV: the n queue names.
+# Takes the first id of the first non-empty queue that is not paused into its intermediate list, and
+# returns it with the job's hash (one round trip less; the hash's key is RQ's, derived from the id:
+# not for Redis Cluster, which RQ does not support either). With nothing to take, drops the wake
+# tokens: they announce jobs that are gone already, or on a paused queue (its resume pushes new ones).
 _TAKE = """
-local n = #KEYS / 3
+local n = (#KEYS - 1) / 3
+local paused = KEYS[#KEYS]
 for i = 1, n do
-  local id = redis.call('LMOVE', KEYS[i], KEYS[n + i], 'LEFT', 'RIGHT')
-  if id then return {i, id, redis.call('HGETALL', 'JOB_KEY_PREFIX' .. id)} end
+  if redis.call('SISMEMBER', paused, ARGV[i]) == 0 then
+    local id = redis.call('LMOVE', KEYS[i], KEYS[n + i], 'LEFT', 'RIGHT')
+    if id then return {i, id, redis.call('HGETALL', 'JOB_KEY_PREFIX' .. id)} end
+  end
 end
 redis.call('DEL', unpack(KEYS, 2 * n + 1, 3 * n))
 return false
@@ -115,9 +120,10 @@ class SafeQueue(WakingQueue):
         """The first job of the first queue with one; blocks up to `timeout` seconds (None: not at all)."""
         queues = list(queues)
         keys = _take_keys(queues)
+        names = [queue.name for queue in queues]
         deadline = time.monotonic() + timeout if timeout is not None else None
         while True:
-            taken: Any = connection.eval(_TAKE, len(keys), *keys)
+            taken: Any = connection.eval(_TAKE, len(keys), *keys, *names)
             if taken:
                 index, job_id, stored = int(taken[0]) - 1, as_text(taken[1]), taken[2]
                 if not stored:  # its job is gone (deleted, expired)
@@ -153,4 +159,5 @@ def _take_keys(queues: Sequence[WakingQueue]) -> list[str]:
         [queue.key for queue in queues]
         + [queue.intermediate_queue_key for queue in queues]
         + [wake_key(queue.name) for queue in queues]
+        + [PAUSED_KEY]
     )

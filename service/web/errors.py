@@ -12,7 +12,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.schemas import ErrorBody
 from service.store.enqueue import EnqueueError, IdempotencyConflictError, UnknownDependencyError
-from service.store.errors import JobNotFoundError, JobStateError
+from service.store.errors import JobNotFoundError, JobStateError, UnknownQueueError
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: _error("The body is not valid JSON"),
     401: _error("No API key, or not a valid one"),
     403: _error("The API key lacks the scope (or the job) this needs"),
-    404: _error("No such job, or no job of that name"),
+    404: _error("No such job, no job of that name, or no queue of that name"),
     409: _error("The job's status, or an earlier request with the same Idempotency-Key, forbids this"),
     413: _error("The body (or the batch) is over its limit"),
     503: _error("Redis is unavailable; retry after a second"),
@@ -96,8 +96,8 @@ async def _enqueue_error(request: Request, exc: Exception) -> JSONResponse:
     return await _offload_error(request, error)
 
 
-async def _job_not_found(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, JobNotFoundError)
+async def _not_found(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, JobNotFoundError | UnknownQueueError)
     return JSONResponse({"detail": exc.detail}, status_code=404)
 
 
@@ -110,7 +110,8 @@ def install(app: FastAPI) -> None:
     """Map offload's errors and an unreachable Redis to JSON answers."""
     app.add_exception_handler(OffloadError, _offload_error)
     app.add_exception_handler(EnqueueError, _enqueue_error)
-    app.add_exception_handler(JobNotFoundError, _job_not_found)
+    app.add_exception_handler(JobNotFoundError, _not_found)
+    app.add_exception_handler(UnknownQueueError, _not_found)
     app.add_exception_handler(JobStateError, _job_state)
     app.add_exception_handler(RedisConnectionError, _redis_down)
     app.add_exception_handler(RedisTimeoutError, _redis_down)

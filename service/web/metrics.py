@@ -2,11 +2,12 @@
 
 Two kinds, told apart by where they live:
 
-- **Cluster-wide, read from Redis at each scrape**: jobs per queue per status, workers per state,
-  jobs enqueued and runs ended per job name. Any web process answers with the same figures. A
-  scrape costs a fixed number of Redis commands in three round trips: registry sizes (LLEN, ZCARD,
-  ZCOUNT: O(1) or O(log n)), the workers' set and one hash of counters (a handful of entries
-  each), the workers' states. Never a scan: the cost does not grow with the number of jobs.
+- **Cluster-wide, read from Redis at each scrape**: jobs per queue per status, paused queues,
+  workers per state, jobs enqueued and runs ended per job name. Any web process answers with the
+  same figures. A scrape costs a fixed number of Redis commands in three round trips: registry
+  sizes (LLEN, ZCARD, ZCOUNT: O(1) or O(log n)) and the paused set, the workers' set and one hash
+  of counters (a handful of entries each), the workers' states. Never a scan: the cost does not
+  grow with the number of jobs.
 - **This process's own**: HTTP requests and their latency by route template, process and GC
   figures. With several web processes, each counts its own requests.
 
@@ -39,7 +40,7 @@ from rq.utils import as_text
 from rq.worker import WorkerStatus
 from rq.worker_registration import REDIS_WORKER_KEYS
 
-from service.store.counts import queue_counts
+from service.store.counts import queue_overview
 from service.store.layout import COUNTERS_KEY
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,7 @@ class RedisCollector:
         yield from families
 
     def _read(self) -> list[Metric]:
-        counts = queue_counts(self.connection)
+        counts, paused = queue_overview(self.connection)
         with self.connection.pipeline(transaction=False) as pipe:
             pipe.smembers(REDIS_WORKER_KEYS)
             pipe.hgetall(COUNTERS_KEY)
@@ -137,7 +138,12 @@ class RedisCollector:
                 for key in worker_keys:
                     pipe.hget(key, "state")
                 states = pipe.execute()
-        return [_jobs(counts), _workers(states), *_counters(counters, self.job_names)]
+        return [
+            _jobs(counts),
+            _paused(counts, paused),
+            _workers(states),
+            *_counters(counters, self.job_names),
+        ]
 
 
 def _jobs(counts: dict[str, dict[str, int]]) -> Metric:
@@ -149,6 +155,17 @@ def _jobs(counts: dict[str, dict[str, int]]) -> Metric:
     for queue, by_status in counts.items():
         for status, count in by_status.items():
             family.add_metric([queue, status], count)
+    return family
+
+
+def _paused(counts: dict[str, dict[str, int]], paused: frozenset[str]) -> Metric:
+    family = GaugeMetricFamily(
+        "offload_queue_paused",
+        "1 for a paused queue (it accepts jobs, workers take none), 0 otherwise (POST /queues/{name}/pause).",
+        labels=["queue"],
+    )
+    for queue in counts:
+        family.add_metric([queue], 1 if queue in paused else 0)
     return family
 
 

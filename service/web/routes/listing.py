@@ -11,7 +11,7 @@ from rq import Worker
 from rq.serializers import JSONSerializer
 
 from service.schemas import JobPage, QueueView, WorkerView
-from service.store.counts import queue_counts
+from service.store.counts import queue_views
 from service.store.layout import QUEUES, StatusName
 from service.store.listing import Cursor, InvalidCursorError, list_jobs
 from service.web.deps import ConnectionDep, RegistryDep
@@ -50,13 +50,9 @@ async def read_jobs(
 
 @router.get("/queues", tags=["queues"], response_model=list[QueueView])
 async def read_queues(connection: ConnectionDep) -> list[QueueView]:
-    """Jobs per status in each queue, from the registries' sizes (one round trip)."""
-    return await anyio.to_thread.run_sync(_queue_counts, connection)
-
-
-def _queue_counts(connection: Redis) -> list[QueueView]:
+    """Jobs per status in each queue, and whether it is paused (one round trip)."""
     # The same count /metrics exposes (service/store/counts.py), so the two always agree.
-    return [QueueView(name=name, counts=counts) for name, counts in queue_counts(connection).items()]
+    return await anyio.to_thread.run_sync(queue_views, connection)
 
 
 @router.get("/workers", tags=["queues"], response_model=list[WorkerView])
