@@ -108,3 +108,26 @@ def test_queues_and_workers_are_shown(stack: Stack) -> None:
     assert len(workers) == 1
     assert workers[0]["queues"] == ["high", "webhooks", "default", "low"]
     assert workers[0]["successful_jobs"] >= 1
+
+
+def test_no_worker_takes_from_a_paused_queue_until_it_is_resumed(stack: Stack) -> None:
+    paused = stack.client.post("/queues/low/pause")
+    assert paused.status_code == 200, paused.text
+    try:
+        held = [post(stack, "/jobs/word_count", {"text": f"held {n}"}, queue="low") for n in range(5)]
+        others = [post(stack, "/jobs/word_count", {"text": f"runs {n}"}, queue="default") for n in range(5)]
+        # The other queue drains while the paused one keeps every job queued.
+        for view in others:
+            assert stack.wait_for_job(view["id"], 15)["status"] == "finished", stack.logs()
+        time.sleep(1)  # more than a worker's poll of its queues (WAKE_POLL_SECONDS)
+        assert [status(stack, view["id"]) for view in held] == ["queued"] * 5
+        low = {queue["name"]: queue for queue in stack.client.get("/queues").json()}["low"]
+        assert low["paused"] is True
+        assert low["counts"]["queued"] == 5
+        assert 'offload_queue_paused{queue="low"} 1.0' in stack.client.get("/metrics").text
+    finally:
+        resumed = stack.client.post("/queues/low/resume")
+    assert resumed.status_code == 200, resumed.text
+    assert resumed.json()["paused"] is False
+    for view in held:
+        assert stack.wait_for_job(view["id"], 15)["status"] == "finished", stack.logs()
