@@ -1,7 +1,8 @@
-"""rq-dashboard's Flask app, on the web's Redis client, with the views offload replaces.
+"""rq-dashboard's Flask app, on the web's Redis client, with the views offload replaces or adds.
 
 rq-dashboard 0.9.0 ignores the JSON serializer offload stores jobs with in a few views, and puts a
-job's input into its page as HTML; those views are replaced here, per app (nothing global).
+job's input into its page as HTML; those views are replaced here, per app (nothing global). The
+page that pauses queues is offload's own (service/web/dashboard_pause.py).
 service/web/dashboard.py serves it behind its gate.
 """
 
@@ -27,7 +28,8 @@ from rq_dashboard import web as rq_web
 
 from service.catalog import Registry
 from service.store.control import requeue
-from service.store.errors import JobNotFoundError, JobStateError
+from service.store.errors import JobNotFoundError, JobStateError, UnknownQueueError
+from service.web.dashboard_pause import install_pause_page
 
 # What rq-dashboard 0.9.0's workers.json shows of a worker as is.
 WORKER_FIELDS = (
@@ -69,7 +71,9 @@ def build_flask_app(connection: Redis, registry: Registry, redis_shown: str, *, 
     views["rq_dashboard.requeue_all"] = partial(_requeue_all, connection, registry)
     views["rq_dashboard.job_info"] = _job_info
     views["rq_dashboard.list_workers"] = partial(_list_workers, connection)
+    install_pause_page(app, connection, read_only=read_only)
     app.register_error_handler(NoSuchJobError, _no_such_job)
+    app.register_error_handler(UnknownQueueError, _unknown_queue)
     app.register_error_handler(RedisConnectionError, _redis_down)
     app.register_error_handler(RedisTimeoutError, _redis_down)
     return app
@@ -153,6 +157,11 @@ def _escaped(value: Any) -> Any:
 
 def _no_such_job(exc: Exception) -> ResponseReturnValue:
     return jsonify(detail="no such job (it never existed or its record expired)"), 404
+
+
+def _unknown_queue(exc: Exception) -> ResponseReturnValue:
+    assert isinstance(exc, UnknownQueueError)
+    return jsonify(detail=exc.detail), 404
 
 
 def _redis_down(exc: Exception) -> ResponseReturnValue:

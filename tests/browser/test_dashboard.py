@@ -108,3 +108,26 @@ def test_a_cross_site_form_cannot_act(page: Page, stack: Stack) -> None:
         page.click("button")
     assert answer.value.status == 403, answer.value.text()
     assert status(stack, failed["id"]) == "failed"
+
+
+def test_a_queue_is_paused_and_resumed_from_the_dashboard(page: Page, stack: Stack) -> None:
+    """From rq-dashboard's navbar to offload's pause page: its buttons hold a queue's jobs, then free them."""
+    page.goto("/dashboard/")
+    page.get_by_role("link", name="Pause queues").click()
+    low = page.locator("tr[data-queue=low]")
+    expect(low.locator("[data-role=state]")).to_have_text("running")
+    low.locator("[data-role=pause-queue]").click()
+    expect(low.locator("[data-role=state]")).to_have_text("paused")
+    assert {queue["name"]: queue["paused"] for queue in stack.client.get("/queues").json()}["low"] is True
+
+    held = enqueue(stack, "word_count", {"text": "held by the dashboard"}, queue="low")
+    ran = enqueue(stack, "word_count", {"text": "not held"})
+    assert stack.wait_for_job(ran["id"], 20)["status"] == "finished", stack.logs()
+    assert status(stack, held["id"]) == "queued"
+    page.reload()
+    expect(low.locator("td").nth(2)).to_have_text("1")  # queued
+    screenshot(page, "queue-paused")
+
+    low.locator("[data-role=resume-queue]").click()
+    expect(low.locator("[data-role=state]")).to_have_text("running")
+    assert stack.wait_for_job(held["id"], 20)["status"] == "finished", stack.logs()
