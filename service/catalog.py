@@ -39,6 +39,7 @@ class JobDefaults:
     retry_intervals: tuple[int, ...] = (10, 60, 300)
     result_ttl: int = 24 * 3600
     failure_ttl: int = 7 * 24 * 3600
+    ttl: int | None = None  # seconds a job may wait queued before it starts; then it is canceled
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,9 @@ class Registry:
         settings = replace(JobDefaults(), **defaults)
         if settings.queue not in WORKER_QUEUES:
             raise ValueError(f"unknown queue {settings.queue!r}; queues are {', '.join(QUEUES)}")
+        ttl = settings.ttl
+        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1):
+            raise ValueError(f"ttl= is a whole number of seconds, at least 1; got {ttl!r}")
 
         def register(func: Callable[P, R]) -> RegisteredJob[P, R]:
             job_name = getattr(func, "__name__", repr(func)) if name is None else name

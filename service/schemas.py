@@ -44,7 +44,11 @@ class JobView(BaseModel):
     queue: str
     input: dict[str, Any]
     result: Any = Field(None, description="The return value, once finished")
-    error: JobError | None = Field(None, description="Why it failed, once failed or stopped")
+    error: JobError | None = Field(
+        None,
+        description="Why it failed, once failed or stopped; why it was canceled, if offload canceled it "
+        "(ExpiredError: not started within its ttl)",
+    )
     progress: JobProgress | None = None
     created_at: datetime | None
     enqueued_at: datetime | None
@@ -116,6 +120,9 @@ class CatalogEntry(BaseModel):
     retries: int
     retry_intervals: list[int]
     result_ttl: int
+    ttl: int | None = Field(
+        None, description="Seconds a job may wait queued; not started by then, it is canceled unrun"
+    )
     input_schema: dict[str, Any]
     schedule: CatalogSchedule | None = Field(None, description="Periodic jobs only: the clock's schedule")
 

@@ -22,8 +22,13 @@ class EnqueueOptions:
     allow_failure: bool = False  # dependents also run when a dependency failed
     at_front: bool = False
     callback_url: str | None = None  # POSTed the job's final view when it ends
+    ttl: int | None = None  # seconds it may wait queued; not started by then: canceled (expiry.py)
 
     def __post_init__(self) -> None:
+        if self.ttl is not None and (
+            isinstance(self.ttl, bool) or not isinstance(self.ttl, int) or self.ttl < 1
+        ):
+            raise ValueError(f"ttl is a whole number of seconds, at least 1; got {self.ttl!r}")
         if self.callback_url is not None and not self.callback_url.startswith(("http://", "https://")):
             raise ValueError("callback_url must be an http:// or https:// URL")
         if self.queue is not None and self.queue not in QUEUES:

@@ -25,6 +25,7 @@ from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job, JobStatus
 from rq.utils import as_text, backend_class, now
 
+from service.store.expiry import sweep
 from service.store.layout import JOB_KEY_PREFIX, PAUSED_KEY, wake_key
 from service.store.wake import WakingQueue
 
@@ -98,6 +99,9 @@ class RecoveringIntermediateQueue(IntermediateQueue):
                     "job %s: its worker died before running it; back on %s", job_id, queue.name
                 )
             self.connection.delete(self.get_first_seen_key(job_id))
+        # The queue's expired jobs too, paused or not: a job no worker reaches must not read
+        # `queued` past its ttl (service/store/expiry.py).
+        sweep(self.connection, self.queue.name, getattr(worker.job_class, "registry", None))
 
 
 class SafeQueue(WakingQueue):

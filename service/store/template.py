@@ -136,6 +136,7 @@ def _create(
         depends_on=depends_on,
         job_id=job_id,
         status=status or (JobStatus.SCHEDULED if options.at is not None else JobStatus.QUEUED),
+        meta=_meta(options.callback_url, defaults.ttl if options.ttl is None else options.ttl),
         **_callbacks(options.callback_url),
     )
     return job
@@ -144,8 +145,17 @@ def _create(
 def _callbacks(url: str | None) -> dict[str, Any]:
     if url is None:
         return {}
-    hooks: dict[str, Any] = {option: Callback(path) for option, path in CALLBACK_HOOKS.items()}
-    return hooks | {"meta": {"callback": {"url": url, "status": "pending", "attempts": 0}}}
+    return {option: Callback(path) for option, path in CALLBACK_HOOKS.items()}
+
+
+def _meta(url: str | None, ttl: int | None) -> dict[str, Any] | None:
+    """The job's meta as enqueued: its webhook's delivery state, and its ttl (service/store/expiry.py)."""
+    meta: dict[str, Any] = {}
+    if url is not None:
+        meta["callback"] = {"url": url, "status": "pending", "attempts": 0}
+    if ttl is not None:
+        meta["ttl"] = ttl
+    return meta or None
 
 
 def template_for(registered: RegisteredJob[..., Any], options: EnqueueOptions) -> Template:

@@ -21,6 +21,7 @@ from rq.utils import as_text
 from service.catalog import Registry
 from service.schemas import CallbackView, JobError, JobProgress, JobView
 from service.store.errors import JobNotFoundError
+from service.store.expiry import catalog_name, expire, expired
 from service.store.layout import RAN, TERMINAL
 from service.store.write import NewJob
 
@@ -53,7 +54,11 @@ def job_view(job: Job, registry: Registry) -> JobView:
 
 def job_views(connection: Redis, jobs: Sequence[Job], registry: Registry) -> list[JobView]:
     """The views of several jobs, with one round trip for what the job hashes lack: the latest
-    result of ended jobs and the due time of scheduled ones."""
+    result of ended jobs and the due time of scheduled ones. A queued job past its ttl is expired
+    first (service/store/expiry.py): it is shown, and left, canceled."""
+    for job in jobs:
+        if expired(job):
+            expire(connection, job, catalog_name(registry, job))  # else taken meanwhile: as it reads
     statuses = [status_of(job) for job in jobs]
     with connection.pipeline(transaction=False) as pipe:
         for job, status in zip(jobs, statuses, strict=True):
@@ -93,6 +98,8 @@ def _view(job: Job, status: str, latest: Result | None, due: float | None, regis
         result = latest.return_value
     elif status in ("failed", "stopped"):
         error = _error(job, latest)
+    elif status == "canceled":  # canceled by offload (expired), not by a request: it says why
+        error = _recorded_error(job)
     stored = NewJob(
         id=job.id,
         queue=job.origin,
@@ -166,9 +173,9 @@ def render(job: NewJob, name: str | None, ran: Ran) -> JobView:
 def _error(job: Job, latest: Result | None) -> JobError:
     """The job function records its exception's type and message (service/catalog.py); failures
     outside it (a timeout, a killed work horse) leave only RQ's traceback, whose last line says."""
-    recorded = job.meta.get("error")
-    if isinstance(recorded, dict) and {"type", "message"} <= recorded.keys():
-        return JobError(type=str(recorded["type"]), message=str(recorded["message"]))
+    recorded = _recorded_error(job)
+    if recorded is not None:
+        return recorded
     text = (latest.exc_string if latest is not None else None) or ""
     if "AbandonedJobError" in text:
         return JobError(
@@ -179,6 +186,13 @@ def _error(job: Job, latest: Result | None) -> JobError:
     if not sep or " " in kind:
         return JobError(type="Error", message=last or f"the job ended {job.get_status(refresh=False)}")
     return JobError(type=kind.rsplit(".", 1)[-1], message=message)
+
+
+def _recorded_error(job: Job) -> JobError | None:
+    recorded = job.meta.get("error")
+    if isinstance(recorded, dict) and {"type", "message"} <= recorded.keys():
+        return JobError(type=str(recorded["type"]), message=str(recorded["message"]))
+    return None
 
 
 def wait_for_end(connection: Redis, job: Job, seconds: float) -> Job:

@@ -18,7 +18,9 @@ from rq.executions import Execution
 from rq.job import Job
 from rq.worker import BaseWorker, WorkerStatus
 
+from service.store.expiry import expire, expired, ttl_of
 from service.store.layout import events_channel, intermediate_key, queue_key
+from service.worker.report import job_name
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -60,6 +62,16 @@ if redis.call('LPOS', KEYS[1], ARGV[1]) then
 end
 return 0
 """
+
+
+def expire_stale(worker: BaseWorker, job: Job) -> bool:
+    """Whether the job just taken is past its ttl (service/store/expiry.py): if so it is canceled,
+    unrun and off the intermediate list, and the worker goes on to its next job without claiming it."""
+    if not expired(job):
+        return False
+    if expire(worker.connection, job, job_name(job), intermediate_key(job.origin)):
+        worker.log.info("job %s: not started within its ttl of %s s; canceled unrun", job.id, ttl_of(job))
+    return True
 
 
 def claim(worker: BaseWorker, job: Job) -> Execution:

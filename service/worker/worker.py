@@ -27,7 +27,7 @@ from rq.worker import BaseWorker, WorkerStatus
 
 from service.store.enqueue import count_event
 from service.store.layout import events_channel
-from service.worker.recovery import ClaimLostError, claim, ended_before_kill, heartbeat_ttl
+from service.worker.recovery import ClaimLostError, claim, ended_before_kill, expire_stale, heartbeat_ttl
 from service.worker.report import failure_outcome, job_name, quiet_rq_job_lines, report_end, report_start
 from service.worker.shutdown import DEFAULT_GRACE_SECONDS, GracefulStop
 
@@ -51,6 +51,8 @@ class OffloadWorker(BaseWorker):
         self.graceful = GracefulStop(self)  # idle unless a ForkWorker's warm shutdown starts it
 
     def execute_job(self, job: Job, queue: Queue) -> None:
+        if expire_stale(self, job):  # past its ttl: canceled unrun, on to the next job
+            return
         try:
             super().execute_job(job, queue)
         except ClaimLostError:

@@ -59,6 +59,12 @@ CASES: dict[str, tuple[str, list[dict[str, Any]], EnqueueOptions]] = {
     "at front": ("word_count", [{"text": "x"}], EnqueueOptions(at_front=True)),
     "callback": ("word_count", [{"text": "ü"}], EnqueueOptions(callback_url="https://example.com/hook")),
     "scheduled": ("word_count", [{"text": "later"}], EnqueueOptions(at=AT, queue="low")),
+    "ttl": ("word_count", [{"text": "soon"}], EnqueueOptions(ttl=30)),
+    "ttl and callback": (
+        "word_count",
+        [{"text": "soon"}],
+        EnqueueOptions(ttl=5, callback_url="https://example.com/hook"),
+    ),
     "batch": ("word_count", [{"text": str(n) * 100} for n in range(5)], EnqueueOptions(retries=1)),
     "waits": ("word_count", [{"text": "a"}, {"text": "b"}], EnqueueOptions(depends_on=(DEPENDENCY,))),
     "may fail": (
@@ -96,6 +102,9 @@ def _by_rq(
     if options.callback_url is not None:
         hooks = {option: Callback(path) for option, path in CALLBACK_HOOKS.items()}
         hooks["meta"] = {"callback": {"url": options.callback_url, "status": "pending", "attempts": 0}}
+    ttl = defaults.ttl if options.ttl is None else options.ttl
+    if ttl is not None:  # where the worker and the views read it (service/store/expiry.py)
+        hooks["meta"] = {**hooks.get("meta", {}), "ttl": ttl}
     arguments: dict[str, Any] = {
         "result_ttl": defaults.result_ttl if options.result_ttl is None else options.result_ttl,
         "failure_ttl": defaults.failure_ttl,

@@ -64,6 +64,14 @@ async def enqueue_options(
         HttpUrl | None,
         Query(description="POST the job's final view here, signed, when it ends (http or https)"),
     ] = None,
+    ttl: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=LONGEST_DELAY.total_seconds(),
+            description="Seconds the job may wait queued; not started by then, it is canceled unrun",
+        ),
+    ] = None,
     *,
     request: Request,
 ) -> EnqueueOptions:
@@ -84,6 +92,7 @@ async def enqueue_options(
         allow_failure=allow_failure,
         at_front=at_front,
         callback_url=str(callback_url) if callback_url is not None else None,
+        ttl=ttl,
     )
 
 

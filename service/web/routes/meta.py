@@ -39,6 +39,7 @@ def read_catalog(registry: RegistryDep, connection: ConnectionDep) -> list[Catal
             retries=job.defaults.retries,
             retry_intervals=list(job.defaults.retry_intervals),
             result_ttl=job.defaults.result_ttl,
+            ttl=job.defaults.ttl,
             input_schema=job.input_model.model_json_schema(),
             schedule=CatalogSchedule(
                 cron=job.schedule.cron,
