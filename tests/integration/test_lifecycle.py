@@ -131,3 +131,25 @@ def test_no_worker_takes_from_a_paused_queue_until_it_is_resumed(stack: Stack) -
     assert resumed.json()["paused"] is False
     for view in held:
         assert stack.wait_for_job(view["id"], 15)["status"] == "finished", stack.logs()
+
+
+def test_a_job_not_started_within_its_ttl_is_canceled_unrun(stack: Stack) -> None:
+    # The one worker is busy for 3 s: the job queued behind it expires before the worker reaches it.
+    busy = post(stack, "/jobs/very_long_task", {"seconds": 3})
+    assert wait_until(lambda: status(stack, busy["id"]) == "started", 10), stack.logs()
+    stale = post(stack, "/jobs/word_count", {"text": "stale"}, ttl=1)
+    assert stack.wait_for_job(busy["id"], 15)["status"] == "finished", stack.logs()
+    after = post(stack, "/jobs/word_count", {"text": "fresh"})
+    assert stack.wait_for_job(after["id"], 10)["status"] == "finished", stack.logs()
+    view = stack.client.get(f"/jobs/{stale['id']}").json()
+    assert view["status"] == "canceled", f"{view}\n{stack.logs()}"
+    assert view["error"] == {"type": "ExpiredError", "message": "not started within ttl 1 s"}
+    assert view["started_at"] is None
+    # On a paused queue, where no worker reaches it, it reads canceled once past its ttl too.
+    stack.client.post("/queues/low/pause")
+    try:
+        held = post(stack, "/jobs/word_count", {"text": "held"}, queue="low", ttl=1)
+        time.sleep(1.5)
+        assert status(stack, held["id"]) == "canceled"
+    finally:
+        stack.client.post("/queues/low/resume")
