@@ -91,7 +91,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if unknown:
         parser.error(f"unknown queues {sorted(unknown)}; queues are {', '.join(WORKER_QUEUES)}")
     settings = load_settings()
-    processes = args.processes if args.processes is not None else settings.worker_processes
+    processes = args.processes
+    if processes is None and args.kind in (None, "simple"):
+        # A Procfile line that asks for `--kind fork` keeps it, whatever the environment says.
+        processes = settings.worker_processes
     pool_error = _pool_error(args, processes)
     if pool_error:
         parser.error(pool_error)

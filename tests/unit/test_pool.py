@@ -6,6 +6,7 @@ tests/integration/test_worker_pool.py runs the pool's real processes on a real r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from redis import Redis
@@ -175,3 +176,24 @@ def test_pool_options_that_cannot_work_are_refused(
     with pytest.raises(SystemExit):
         main(argv)
     assert message in capsys.readouterr().err
+
+
+def test_a_fork_worker_ignores_worker_processes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://localhost:1/0")
+    monkeypatch.setenv("WORKER_PROCESSES", "2")
+    built: list[str] = []
+
+    class Stop(Exception):
+        pass
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        built.append(args[2] if len(args) > 2 else "")
+        raise Stop
+
+    monkeypatch.setattr("service.worker.main.build_worker", refuse)
+    monkeypatch.setattr("service.worker.main.connect", lambda *args, **kwargs: None)
+    monkeypatch.setattr("service.worker.main.os.nice", lambda *args: None)
+    monkeypatch.setattr("service.worker.main.nice_own_autogroup", lambda *args: None)
+    with pytest.raises(Stop):
+        main(["--kind", "fork"])
+    assert built == ["fork"]  # one forking worker, no pool
