@@ -91,6 +91,19 @@ class Settings(BaseSettings):
         "time nothing else on the machine wants, the web's answers first; the worker itself keeps "
         "WORKER_NICE, so its heartbeats go on whatever the jobs get",
     )
+    worker_processes: Annotated[int, Field(ge=1, le=256)] | None = Field(
+        None,
+        description="Unset: one worker process of `--kind`. N: a pool of N child processes, each running "
+        "many jobs in-process, restarted when they die or reach a limit below (service/worker/pool.py)",
+    )
+    worker_max_jobs_per_child: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="A pool's child is replaced by a fresh one after this many jobs; unset: never"
+    )
+    worker_max_memory_mb: Annotated[float, Field(gt=0)] | None = Field(
+        None,
+        description="A pool's child whose resident memory exceeds this after a job is replaced by a "
+        "fresh one; unset: no cap",
+    )
     webhook_secret: SecretStr | None = Field(
         None, description="Signs webhook deliveries (HMAC-SHA256); `callback_url` needs it"
     )

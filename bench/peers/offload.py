@@ -31,7 +31,10 @@ SAME_PRIORITY = {"WORKER_NICE": "0", "JOB_IDLE_PRIORITY": "false"}
 WORKERS = (
     WorkerSetting("offload fork", ("--kind", "fork"), slots=1, drain_cap=500),
     WorkerSetting("offload simple", ("--kind", "simple"), slots=1),
-)
+    # As Celery prefork -c 2: the pool's children run the jobs, in-process, many each.
+    WorkerSetting("offload pool 2", ("--kind", "simple", "--processes", "2"), slots=2,
+                  note="a parent and two child processes"),
+)  # fmt: skip
 
 
 class Offload:

@@ -13,9 +13,11 @@ import hashlib
 from typing import Literal, get_args
 
 from rq import Queue
+from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE
 from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job
-from rq.registry import DeferredJobRegistry, ScheduledJobRegistry
+from rq.registry import DeferredJobRegistry, ScheduledJobRegistry, StartedJobRegistry
+from rq.worker import BaseWorker
 
 # --- queues --------------------------------------------------------------------------------------
 
@@ -78,6 +80,21 @@ def queues_set_key() -> str:
 def scheduled_key(queue: str) -> str:
     """The queue's jobs that wait for a time, scored by it (RQ's scheduled registry)."""
     return ScheduledJobRegistry.key_template.format(queue)
+
+
+def started_key(queue: str) -> str:
+    """The queue's runs in progress, `job id:run id` scored by when each lapses (RQ's started registry)."""
+    return StartedJobRegistry.key_template.format(queue)
+
+
+def worker_key(name: str) -> str:
+    """A worker's hash, kept alive by its heartbeat (RQ's)."""
+    return BaseWorker.redis_worker_namespace_prefix + name
+
+
+def worker_runs_key(name: str) -> str:
+    """The `job id:run id` entries of a worker's runs in progress (RQ's execution index)."""
+    return WORKER_EXECUTIONS_KEY_TEMPLATE.format(name)
 
 
 def deferred_key(queue: str) -> str:

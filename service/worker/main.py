@@ -7,7 +7,7 @@ import contextlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from rq.serializers import JSONSerializer
 
@@ -68,8 +68,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--kind",
         choices=sorted(WORKER_CLASSES),
-        default="fork",
-        help="fork: each job in a child process (isolated); simple: in this process (fast)",
+        help="fork (default): each job in a child process (isolated); simple: in this process (fast)",
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        metavar="N",
+        help="a pool of N child processes, each running many jobs in-process, replaced when they die or "
+        "reach a limit (default: WORKER_PROCESSES, else no pool: one process of --kind)",
+    )
+    parser.add_argument(
+        "--max-jobs-per-child", type=int, metavar="N", help="default: WORKER_MAX_JOBS_PER_CHILD"
+    )
+    parser.add_argument(
+        "--max-memory-per-child", type=float, metavar="MB", help="default: WORKER_MAX_MEMORY_MB"
     )
     parser.add_argument("--burst", action="store_true", help="stop when the queues are empty")
     parser.add_argument("--name", help="worker name (default: RQ's)")
@@ -79,9 +91,31 @@ def main(argv: Sequence[str] | None = None) -> None:
     if unknown:
         parser.error(f"unknown queues {sorted(unknown)}; queues are {', '.join(WORKER_QUEUES)}")
     settings = load_settings()
+    processes = args.processes
+    if processes is None and args.kind in (None, "simple"):
+        # A Procfile line that asks for `--kind fork` keeps it, whatever the environment says.
+        processes = settings.worker_processes
+    pool_error = _pool_error(args, processes)
+    if pool_error:
+        parser.error(pool_error)
     level = (args.log_level or settings.log_level).upper()
     # RQ's own lines (rq.worker, rq.job, rq.scheduler) then go through this handler, in LOG_FORMAT.
     configure_logging(settings.log_format, level)
+    if processes is not None:
+        from service.worker.pool import OffloadPool  # imports this module: not at the top
+
+        pool = OffloadPool(
+            settings,
+            connect(settings, patient=True),
+            load_catalog(settings.jobs_module),
+            processes,
+            args.queues,
+            max_jobs_per_child=_first(args.max_jobs_per_child, settings.worker_max_jobs_per_child),
+            max_memory_mb=_first(args.max_memory_per_child, settings.worker_max_memory_mb),
+        )
+        pool.start(burst=args.burst, logging_level=level)
+        return
+    args.kind = args.kind or "fork"
     # Lower priority for this process and the work horses it forks: the web keeps the CPU it needs
     # when jobs compute on the same machine (a dyno, `make run`); they still get every idle cycle.
     if args.kind == "fork":  # a simple worker is the latency option: its jobs start at once
@@ -96,3 +130,28 @@ def main(argv: Sequence[str] | None = None) -> None:
     # SIGTERM/SIGINT: RQ's warm shutdown; the running job has the grace period to finish, else it
     # goes back to its queue (a second signal: at once). A simple worker waits for it to finish.
     worker.work(burst=args.burst, with_scheduler=True, logging_level=level)
+
+
+def _pool_error(args: argparse.Namespace, processes: int | None) -> str | None:
+    """What is wrong with the pool options given, if anything."""
+    if processes is None:
+        if args.max_jobs_per_child is not None or args.max_memory_per_child is not None:
+            return "only a pool's children are recycled: add --processes N"
+        return None
+    if processes < 1:
+        return "--processes needs at least 1"
+    if args.kind not in (None, "simple"):
+        return f"a pool's children run their jobs in-process (--kind simple); --kind {args.kind} has no pool"
+    if args.name:
+        return "a pool names each child itself; --name is for one worker process"
+    for value in (args.max_jobs_per_child, args.max_memory_per_child):
+        if value is not None and value <= 0:
+            return "a child's limits must be positive"
+    return None
+
+
+T = TypeVar("T")
+
+
+def _first(given: T | None, default: T | None) -> T | None:
+    return given if given is not None else default

@@ -16,10 +16,18 @@ from typing import TYPE_CHECKING, Any
 
 from rq.executions import Execution
 from rq.job import Job
+from rq.utils import as_text, parse_composite_key
 from rq.worker import BaseWorker, WorkerStatus
 
 from service.store.expiry import expire, expired, ttl_of
-from service.store.layout import events_channel, intermediate_key, queue_key
+from service.store.layout import (
+    events_channel,
+    intermediate_key,
+    job_key,
+    queue_key,
+    started_key,
+    worker_runs_key,
+)
 from service.worker.report import job_name
 
 if TYPE_CHECKING:
@@ -112,3 +120,28 @@ def ended_before_kill(connection: Redis, exc_string: str, execution: Execution |
         and exc_string.startswith("Work-horse terminated unexpectedly")
         and not connection.exists(execution.key)
     )
+
+
+def lapse_runs(connection: Redis, worker_name: str) -> list[tuple[str, str]]:
+    """Make every run of a worker known to be dead lapse now; returns them as (queue, registry entry).
+
+    An in-process worker's run is only due to lapse at its job's timeout plus a minute (RQ's
+    SimpleWorker does not heartbeat while a job runs), so a pool child killed mid-job would leave its
+    job for that long. The pool saw the child die: nothing runs those entries any more, and the next
+    sweep treats them as any abandoned job (retried while retries remain, else failed). Only this
+    worker's own entries (job id and run id) are touched, and only if still there (ZADD XX): a run
+    a sweep has already recovered and another worker has claimed since is a different entry.
+    """
+    index = worker_runs_key(worker_name)
+    lapsed: list[tuple[str, str]] = []
+    for member in connection.smembers(index):
+        entry = as_text(member)
+        job_id, _ = parse_composite_key(entry)
+        origin = connection.hget(job_key(job_id), "origin")
+        if origin is None:  # the job is gone: nothing to recover
+            continue
+        queue = as_text(origin)
+        if connection.zadd(started_key(queue), {entry: 0}, xx=True, ch=True):
+            lapsed.append((queue, entry))
+    connection.delete(index)
+    return lapsed

@@ -13,9 +13,11 @@ import ctypes
 import gc
 import math
 import os
+import resource
 import signal
 import sys
 import time
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +46,7 @@ class OffloadWorker(BaseWorker):
 
     _plain_heartbeat_at = -math.inf  # when the last heartbeat was sent, if it was a plain one
     _succeeding: Job | None = None  # the job whose success RQ is saving
+    max_memory_mb: float | None = None  # WORKER_MAX_MEMORY_MB, for a pool's children (pool.py)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -58,6 +61,19 @@ class OffloadWorker(BaseWorker):
         except ClaimLostError:
             self.log.warning("job %s: given back to its queue before this worker claimed it", job.id)
             self.set_state(WorkerStatus.IDLE)
+        self._stop_if_too_big()
+
+    def _stop_if_too_big(self) -> None:
+        """Past `max_memory_mb` after a job: stop before taking another, as a warm shutdown would (a pool
+        starts a fresh child in its place, service/worker/pool.py)."""
+        if self.max_memory_mb is None:
+            return
+        resident = resident_mb()
+        if resident > self.max_memory_mb:
+            self.log.info(
+                "worker %s: %.0f MB resident, over %g MB: stopping", self.name, resident, self.max_memory_mb
+            )
+            self._stop_requested = True  # RQ's work loop ends before its next dequeue
 
     def prepare_execution(self, job: Job) -> Execution:
         self.graceful.remember(job)  # as it was before the claim marks it started
@@ -202,6 +218,16 @@ class InProcessWorker(OffloadWorker, SimpleWorker):
 
 
 WORKER_CLASSES: dict[str, type[OffloadWorker]] = {"fork": ForkWorker, "simple": InProcessWorker}
+
+
+def resident_mb() -> float:
+    """This process's resident memory now, in MB (Linux's /proc; elsewhere its peak so far)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux, bytes on macOS
+        return peak / (1 << 20 if sys.platform == "darwin" else 1 << 10)
+    return pages * os.sysconf("SC_PAGE_SIZE") / (1 << 20)
 
 
 def _die_with_parent() -> None:

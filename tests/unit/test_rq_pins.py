@@ -14,10 +14,11 @@ import pkgutil
 from typing import Any
 
 import fakeredis
-from rq import Queue, Worker
+from rq import Queue, Worker, worker_pool
 from rq.cron import CronScheduler
 from rq.job import Job
 from rq.serializers import JSONSerializer
+from rq.worker_pool import WorkerPool
 
 import service
 
@@ -57,10 +58,16 @@ OVERRIDDEN = {
     "rq.worker.worker_classes.Worker.fork_work_horse": "(self, job: 'Job', queue: 'Queue')",
     "rq.worker.worker_classes.Worker.kill_horse": "(self, sig: 'signal.Signals' = <Signals.SIGKILL: 9>)",
     "rq.worker.worker_classes.Worker.monitor_work_horse": "(self, job: 'Job', queue: 'Queue', execution: 'Execution')",
+    "rq.worker_pool.WorkerPool.__init__": "(self, queues: 'Iterable[str | Queue]', connection: 'Redis', num_workers: 'int' = 1, worker_class: 'type[BaseWorker]' = <class 'rq.worker.worker_classes.Worker'>, serializer: 'Serializer' = <class 'rq.serializers.DefaultSerializer'>, job_class: 'type[Job]' = <class 'rq.job.Job'>, queue_class: 'type[Queue]' = <class 'rq.queue.Queue'>, exception_handlers=None, *args, **kwargs)",
+    "rq.worker_pool.WorkerPool.check_workers": "(self, respawn: 'bool' = True) -> 'None'",
+    "rq.worker_pool.WorkerPool.get_worker_process": "(self, name: 'str', burst: 'bool', _sleep: 'float' = 0, logging_level: 'str' = 'INFO') -> 'BaseProcess'",
+    "rq.worker_pool.WorkerPool.handle_dead_worker": "(self, worker_data: 'WorkerData')",
 }
 
-# Private attributes offload reads, by name. (It calls no private RQ method.)
-PRIVATE_WORKER_ATTRIBUTES = ("_stopped_job_id", "_shutdown_requested_date")
+# Private attributes offload reads (or, `_stop_requested`, sets), by name. (It calls no private RQ method.)
+PRIVATE_WORKER_ATTRIBUTES = ("_stopped_job_id", "_shutdown_requested_date", "_stop_requested")
+# What the pool (service/worker/pool.py) reads of RQ's WorkerPool besides the members it overrides.
+POOL_ATTRIBUTES = ("_queue_names", "_burst", "status", "worker_dict", "name", "connection")
 PRIVATE_JOB_ATTRIBUTES = (
     "_dependency_ids",
     "_success_callback_name",
@@ -108,3 +115,10 @@ def test_private_rq_attributes_offload_reads_still_exist() -> None:
     for name in PRIVATE_JOB_ATTRIBUTES:
         assert hasattr(job, name), name
     assert hasattr(CronScheduler(connection), "_cron_jobs")
+    pool = WorkerPool(["default"], connection=connection)
+    for name in POOL_ATTRIBUTES:
+        assert hasattr(pool, name), name
+    assert WorkerPool.Status.STOPPED
+    # The pool forks its children as RQ's does, and reads RQ's record of each.
+    assert worker_pool.ForkProcess is not None
+    assert worker_pool.WorkerData._fields == ("name", "pid", "process")
