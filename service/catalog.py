@@ -7,6 +7,7 @@ import inspect
 import re
 import typing
 from collections.abc import Awaitable, Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast
 
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+# The job an async job's task runs (report_progress), where RQ's thread-bound stack cannot tell.
+_async_job: ContextVar[Job | None] = ContextVar("offload_async_job", default=None)
 
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
@@ -101,6 +105,9 @@ class RegisteredJob(Generic[P, R]):
 
     async def _run_async(self, job: Job | None, arguments: dict[str, Any]) -> Any:
         call = cast(Callable[..., Awaitable[Any]], self.func)  # is_async: it returns a coroutine
+        # A concurrent worker runs this on a loop in another thread than RQ's, where RQ's
+        # get_current_job() finds nothing: the task's own context carries the job instead.
+        _async_job.set(job)
         try:
             result = await call(**arguments)
         except Exception as exc:
@@ -262,7 +269,7 @@ def report_progress(fraction: float, message: str = "") -> None:
     """Save the running job's progress (0 to 1) where the API shows it; a no-op outside a worker."""
     if not 0 <= fraction <= 1:
         raise ValueError(f"progress must be between 0 and 1, got {fraction}")
-    current = get_current_job()
+    current = get_current_job() or _async_job.get()
     if current is None:
         return
     current.meta["progress"] = {"fraction": fraction, "message": message}

@@ -91,6 +91,11 @@ class Settings(BaseSettings):
         "time nothing else on the machine wants, the web's answers first; the worker itself keeps "
         "WORKER_NICE, so its heartbeats go on whatever the jobs get",
     )
+    worker_concurrency: Annotated[int, Field(ge=1, le=1000)] | None = Field(
+        None,
+        description="Unset: one job at a time per worker process. N: up to N jobs at once in one process, "
+        "sync jobs in threads, async jobs on one event loop (service/worker/concurrent.py)",
+    )
     worker_processes: Annotated[int, Field(ge=1, le=256)] | None = Field(
         None,
         description="Unset: one worker process of `--kind`. N: a pool of N child processes, each running "

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Coroutine
 from typing import Any, ClassVar
 
 from rq.job import Job
@@ -33,6 +34,18 @@ class OffloadJob(Job):
     """
 
     registry: ClassVar[Registry]  # set by build_worker: the catalogue this worker runs
+
+    @staticmethod
+    def run_coroutine(coroutine: Coroutine[Any, Any, Any]) -> Any:
+        """How an async job's coroutine runs: on a loop of its own; a concurrent worker's shared one."""
+        return asyncio.run(coroutine)
+
+    def _execute(self) -> Any:
+        # RQ's, with the coroutine handed to run_coroutine.
+        result = self.func(*self.args, **self.kwargs)
+        if asyncio.iscoroutine(result):
+            return self.run_coroutine(result)
+        return result
 
     @property
     def func(self) -> Callable[..., Any]:

@@ -17,9 +17,13 @@ from service.logs import configure_logging
 from service.settings import load_settings
 from service.store.layout import WORKER_QUEUES
 from service.store.queues import SafeQueue
+from service.worker.concurrent import DEFAULT_CONCURRENCY, ConcurrentWorker
 from service.worker.job import OffloadJob
 from service.worker.recovery import worker_options
 from service.worker.worker import WORKER_CLASSES, ForkWorker, OffloadWorker
+
+# Each kind of worker process: --kind.
+WORKER_KINDS: dict[str, type[OffloadWorker]] = {**WORKER_CLASSES, "concurrent": ConcurrentWorker}
 
 
 def nice_own_autogroup(nice: int, autogroup: Path = Path("/proc/self/autogroup")) -> None:
@@ -48,7 +52,7 @@ def build_worker(
     """A worker on `queues` in priority order, with the JSON serializer and the registry's jobs."""
     catalog = registry if registry is not None else load_catalog()
     job_class = cast(type[OffloadJob], type("OffloadJob", (OffloadJob,), {"registry": catalog}))
-    return WORKER_CLASSES[kind](
+    return WORKER_KINDS[kind](
         [SafeQueue(q, connection=connection, serializer=JSONSerializer) for q in queues],
         connection=connection,
         serializer=JSONSerializer,
@@ -67,8 +71,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("queues", nargs="*", default=list(WORKER_QUEUES), help="queues in priority order")
     parser.add_argument(
         "--kind",
-        choices=sorted(WORKER_CLASSES),
-        help="fork (default): each job in a child process (isolated); simple: in this process (fast)",
+        choices=sorted(WORKER_KINDS),
+        help="fork (default): each job in a child process (isolated); simple: in this process (fast); "
+        "concurrent: up to --concurrency jobs at once in this process",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        metavar="N",
+        help=f"up to N jobs at once in this process (--kind concurrent, {DEFAULT_CONCURRENCY} by default; "
+        "default: WORKER_CONCURRENCY, else one at a time)",
     )
     parser.add_argument(
         "--processes",
@@ -98,6 +110,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     pool_error = _pool_error(args, processes)
     if pool_error:
         parser.error(pool_error)
+    concurrency = args.concurrency
+    if concurrency is None and args.kind in (None, "concurrent") and processes is None:
+        concurrency = settings.worker_concurrency  # a `--kind fork` line keeps its kind, as above
+    concurrency_error = _concurrency_error(args, concurrency, processes)
+    if concurrency_error:
+        parser.error(concurrency_error)
+    if (concurrency is not None and concurrency > 1) or args.kind == "concurrent":
+        args.kind = "concurrent"
     level = (args.log_level or settings.log_level).upper()
     # RQ's own lines (rq.worker, rq.job, rq.scheduler) then go through this handler, in LOG_FORMAT.
     configure_logging(settings.log_format, level)
@@ -127,6 +147,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if isinstance(worker, ForkWorker):  # a simple worker cannot interrupt the job it runs
         worker.grace_seconds = settings.worker_grace_seconds
         worker.idle_priority = settings.job_idle_priority
+    if isinstance(worker, ConcurrentWorker):
+        worker.grace_seconds = settings.worker_grace_seconds
+        worker.concurrency = concurrency or DEFAULT_CONCURRENCY
     # SIGTERM/SIGINT: RQ's warm shutdown; the running job has the grace period to finish, else it
     # goes back to its queue (a second signal: at once). A simple worker waits for it to finish.
     worker.work(burst=args.burst, with_scheduler=True, logging_level=level)
@@ -147,6 +170,23 @@ def _pool_error(args: argparse.Namespace, processes: int | None) -> str | None:
     for value in (args.max_jobs_per_child, args.max_memory_per_child):
         if value is not None and value <= 0:
             return "a child's limits must be positive"
+    return None
+
+
+def _concurrency_error(
+    args: argparse.Namespace, concurrency: int | None, processes: int | None
+) -> str | None:
+    """What is wrong with the concurrency asked for, if anything."""
+    if concurrency is None:
+        return None
+    if concurrency < 1:
+        return "--concurrency needs at least 1"
+    if processes is not None and concurrency > 1:
+        return "a pool's children run one job at a time; use --processes or --concurrency, not both"
+    if concurrency > 1 and args.kind not in (None, "concurrent"):
+        return (
+            f"--kind {args.kind} runs one job at a time; --concurrency {concurrency} needs --kind concurrent"
+        )
     return None
 
 

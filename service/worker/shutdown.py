@@ -151,38 +151,50 @@ class GracefulStop:
         return True
 
     def _requeue(self, job: Job, queue: Queue, execution: Execution, run: Run) -> None:
-        """Put the job back at the front of its queue as it was before the run, in one transaction."""
-        duration = (now() - run.started).total_seconds()
-        name = job_name(job)
-        for attribute, value in run.before.items():
-            setattr(job, attribute, value)
-        try:
-            with self.connection.pipeline() as pipe:
-                self.worker.cleanup_execution(job, pipeline=pipe, execution=execution)  # out of "started"
-                # What RQ's Queue does to enqueue a job, at the front, with its retries unspent.
-                job.set_status(JobStatus.QUEUED, pipeline=pipe)
-                job.save(pipeline=pipe)  # the worker's copy: meta and progress from before the run
-                if not job.meta:  # RQ saves no meta when it is empty: drop the run's own
-                    pipe.hdel(job.key, "meta")
-                job.cleanup(ttl=job.ttl, pipeline=pipe)  # the horse made the record permanent
-                queue.push_job_id(job.id, pipeline=pipe, at_front=True)
-                count_event(pipe, name, INTERRUPTED)
-                pipe.publish(events_channel(job.id), "requeued")
-                pipe.execute()
-        except RedisError:
-            log.exception(
-                "could not requeue job %s; RQ will find it abandoned", job.id, extra=fields(job_id=job.id)
-            )
-            return
-        # RQ has just logged the killed horse as a failure; this says what became of the job.
-        log.warning(
-            "job requeued",
-            extra=fields(
-                job_id=job.id,
-                job=name,
-                queue=queue.name,
-                worker=self.worker.name,
-                reason=run.interrupted,
-                duration_ms=round(duration * 1000, 1),
-            ),
+        requeue(self.worker, job, queue, execution, run.before, run.interrupted, run.started)
+
+
+def requeue(
+    worker: BaseWorker,
+    job: Job,
+    queue: Queue,
+    execution: Execution,
+    before: dict[str, Any],
+    reason: str | None,
+    started: datetime,
+) -> None:
+    """Put a run's job back at the front of its queue as it was `before` the run, in one transaction."""
+    duration = (now() - started).total_seconds()
+    name = job_name(job)
+    for attribute, value in before.items():
+        setattr(job, attribute, value)
+    try:
+        with worker.connection.pipeline() as pipe:
+            worker.cleanup_execution(job, pipeline=pipe, execution=execution)  # out of "started"
+            # What RQ's Queue does to enqueue a job, at the front, with its retries unspent.
+            job.set_status(JobStatus.QUEUED, pipeline=pipe)
+            job.save(pipeline=pipe)  # the worker's copy: meta and progress from before the run
+            if not job.meta:  # RQ saves no meta when it is empty: drop the run's own
+                pipe.hdel(job.key, "meta")
+            job.cleanup(ttl=job.ttl, pipeline=pipe)  # the run made the record permanent
+            queue.push_job_id(job.id, pipeline=pipe, at_front=True)
+            count_event(pipe, name, INTERRUPTED)
+            pipe.publish(events_channel(job.id), "requeued")
+            pipe.execute()
+    except RedisError:
+        log.exception(
+            "could not requeue job %s; RQ will find it abandoned", job.id, extra=fields(job_id=job.id)
         )
+        return
+    # RQ has just logged the cut-off run as a failure; this says what became of the job.
+    log.warning(
+        "job requeued",
+        extra=fields(
+            job_id=job.id,
+            job=name,
+            queue=queue.name,
+            worker=worker.name,
+            reason=reason,
+            duration_ms=round(duration * 1000, 1),
+        ),
+    )

@@ -16,6 +16,7 @@ import os
 import resource
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from types import FrameType
@@ -45,13 +46,14 @@ class OffloadWorker(BaseWorker):
     """
 
     _plain_heartbeat_at = -math.inf  # when the last heartbeat was sent, if it was a plain one
-    _succeeding: Job | None = None  # the job whose success RQ is saving
     max_memory_mb: float | None = None  # WORKER_MAX_MEMORY_MB, for a pool's children (pool.py)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         quiet_rq_job_lines()
         self.graceful = GracefulStop(self)  # idle unless a ForkWorker's warm shutdown starts it
+        # The job whose success RQ is saving, per thread: a concurrent worker saves several at once.
+        self._saving = threading.local()
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         if expire_stale(self, job):  # past its ttl: canceled unrun, on to the next job
@@ -60,7 +62,8 @@ class OffloadWorker(BaseWorker):
             super().execute_job(job, queue)
         except ClaimLostError:
             self.log.warning("job %s: given back to its queue before this worker claimed it", job.id)
-            self.set_state(WorkerStatus.IDLE)
+            if not self.executions:  # a concurrent worker may still run others
+                self.set_state(WorkerStatus.IDLE)
         self._stop_if_too_big()
 
     def _stop_if_too_big(self) -> None:
@@ -87,18 +90,18 @@ class OffloadWorker(BaseWorker):
         report_start(self, job)
 
     def handle_job_success(self, job: Job, *args: Any, **kwargs: Any) -> None:
-        self._succeeding = job
+        self._saving.job = job
         try:
             super().handle_job_success(job, *args, **kwargs)
         finally:
-            self._succeeding = None
+            self._saving.job = None
         report_end(self, job, "finished", counted=True)
 
     def increment_successful_job_count(self, pipeline: Pipeline | None = None) -> None:
         # RQ calls this inside the transaction that saves the result: the count and the announcement
         # ride along, no round trip of their own, visible at the same EXEC.
         super().increment_successful_job_count(pipeline)
-        job = self._succeeding
+        job: Job | None = getattr(self._saving, "job", None)
         if job is not None and pipeline is not None:
             pipeline.publish(events_channel(job.id), "succeeded")
             count_event(pipeline, job_name(job), "finished")

@@ -17,7 +17,7 @@ from bench.peers.run import drain_count, io_count, parse
 from bench.peers.system import APPS, SCENARIOS, Peer, WorkerSetting
 from bench.peers.table import Cell, Column, Line, render
 from bench.peers.venvs import WEB_PINS, stamp_text
-from service.worker.worker import WORKER_CLASSES
+from service.worker.main import WORKER_KINDS as WORKER_CLASSES
 
 PEERS: list[Peer] = [celery.PEER, dramatiq.PEER, arq.PEER, saq.PEER, taskiq.PEER, rq.PEER]
 

@@ -1,0 +1,405 @@
+"""A worker that runs up to N jobs at once in its own process (`--concurrency N`).
+
+The main thread is RQ's work loop: it waits for a free slot, takes a job (the take script and the
+claim of service/store/queues.py and recovery.py, as every kind does) and hands the run to a slot
+thread. Sync jobs run in that thread; an `async def` job's coroutine runs on one event loop that all
+the worker's async jobs share, its slot thread only waiting for it. Each run is its own RQ
+execution, so `GET /workers`, the started registry and recovery see every job that is running.
+
+A monitor thread refreshes the heartbeats of every run and ends a run at its timeout. Ending a run
+early (its timeout, a stop asked for by a user, a shutdown) cancels an async job's coroutine; a sync
+job gets an exception raised in its thread, as RQ's TimerDeathPenalty does, which Python delivers
+when the thread next runs Python code: a job blocked in one long C call (a socket read without a
+timeout) ends only when that call returns. Once a run is saving its outcome nothing interrupts it.
+
+A warm shutdown (SIGTERM) takes no more jobs; running ones have the grace period to finish, then
+are put back at the front of their queue as they were (shutdown.requeue), none lost; a second
+signal does that at once. A run whose thread does not answer within INTERRUPT_WAIT is requeued by
+the main thread, and its late outcome is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import ctypes
+import math
+import queue as queues
+import sys
+import threading
+import time
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import FrameType
+from typing import Any
+
+from redis.exceptions import RedisError
+from rq import Queue
+from rq.command import parse_payload
+from rq.exceptions import StopRequested
+from rq.executions import Execution
+from rq.job import Job
+from rq.timeouts import BaseDeathPenalty, JobTimeoutException
+from rq.utils import now
+from rq.worker import BaseWorker, WorkerStatus
+
+from service.worker.recovery import heartbeat_ttl
+from service.worker.shutdown import DEFAULT_GRACE_SECONDS, RUN_FIELDS, requeue
+from service.worker.worker import OffloadWorker
+
+DEFAULT_CONCURRENCY = 10
+MONITOR_SECONDS = 0.2  # how often timeouts are checked (heartbeats go every JOB_MONITORING_INTERVAL)
+INTERRUPT_WAIT = 3.0  # how long an interrupted run's thread has to record its requeue itself
+
+TIMEOUT = "timeout"
+STOPPED = "stopped"
+
+
+class RunInterrupted(BaseException):
+    """Raised in a job's thread when its worker ends the run early; BaseException, so `except
+    Exception` in a job does not swallow it."""
+
+
+@dataclass(eq=False)
+class Run:
+    """One running job of a concurrent worker."""
+
+    job: Job
+    queue: Queue
+    execution: Execution
+    before: dict[str, Any]  # the job as it was before the claim marked it started
+    thread_id: int | None = None
+    deadline: float = math.inf  # monotonic; set while the job's function runs
+    future: concurrent.futures.Future[Any] | None = None  # an async job's coroutine on the loop
+    finishing: bool = False  # saving its outcome: no longer interrupted
+    interrupted: str | None = None  # TIMEOUT, STOPPED, or a shutdown's reason
+    requeued: bool = False  # by the main thread, its thread having not answered
+    started: datetime = field(default_factory=now)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def interrupt(self, reason: str) -> bool:
+        """End the run early; False if it is already saving its outcome or was interrupted before."""
+        with self.lock:
+            if self.finishing or self.interrupted is not None:
+                return False
+            self.interrupted = reason  # before the cancel: its waiting thread wakes at once
+            if self.future is not None:
+                if not self.future.cancel():  # the coroutine has just ended: its outcome stands
+                    self.interrupted = None
+                    return False
+            elif self.thread_id is not None:
+                exception = JobTimeoutException if reason == TIMEOUT else RunInterrupted
+                _raise_in_thread(self.thread_id, exception)
+            return True
+
+    def exception(self) -> BaseException:
+        if self.interrupted == TIMEOUT:  # RQ's, so it is retried and reported as any timeout
+            return JobTimeoutException(f"Task exceeded maximum timeout value ({self.job.timeout} seconds)")
+        return RunInterrupted(self.interrupted)
+
+
+def _raise_in_thread(thread_id: int, exception: type[BaseException] | None) -> None:
+    """Have `exception` raised in a thread when it next runs Python code (None: forget a pending one)."""
+    target = ctypes.py_object(exception) if exception is not None else None
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), target)
+
+
+class RunDeathPenalty(BaseDeathPenalty):
+    """RQ's death penalty for a run in a slot thread: a deadline the monitor thread enforces."""
+
+    worker: ConcurrentWorker  # bound per worker (ConcurrentWorker.__init__)
+
+    def setup_death_penalty(self) -> None:
+        run = self.worker.current_run()
+        if run is not None and not run.finishing and self._timeout > 0:  # not a callback's
+            run.deadline = time.monotonic() + self._timeout
+
+    def cancel_death_penalty(self) -> None:
+        run = self.worker.current_run()
+        if run is not None and not run.finishing:
+            run.deadline = math.inf
+
+
+class _Dispatch(BaseWorker):
+    """Where OffloadWorker.execute_job's `super()` lands: the claim and hand-off, not a run in place."""
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        self._dispatch(job, queue)
+
+    def _dispatch(self, job: Job, queue: Queue) -> None:
+        raise NotImplementedError
+
+
+class ConcurrentWorker(OffloadWorker, _Dispatch):
+    """Up to `concurrency` jobs at once: sync jobs in slot threads, async jobs on one event loop."""
+
+    concurrency: int = DEFAULT_CONCURRENCY  # WORKER_CONCURRENCY, --concurrency (main)
+    grace_seconds: float = DEFAULT_GRACE_SECONDS
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.death_penalty_class = type("RunDeathPenalty", (RunDeathPenalty,), {"worker": self})
+        # Async jobs' coroutines go to the shared loop (OffloadJob._execute), not asyncio.run.
+        self.job_class = type(  # type: ignore[assignment]
+            "ConcurrentJob", (self.job_class,), {"run_coroutine": staticmethod(self.await_coroutine)}
+        )
+        self._runs: dict[str, Run] = {}  # by execution id
+        self._changed = threading.Condition()  # a run started or ended
+        self._local = threading.local()  # the run a slot thread is on
+        self._tasks: queues.SimpleQueue[Run] = queues.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._monitor: threading.Thread | None = None
+        self._waiting = False  # in a wait a stop may cut short (for a free slot, for a job)
+        self._grace_ends = math.inf  # monotonic, once a warm shutdown started
+
+    # -- the work loop (main thread) -------------------------------------------------------
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        self._waiting = True
+        try:
+            with self._changed:
+                while len(self._runs) >= self.concurrency:
+                    if self._stop_requested:
+                        raise StopRequested()
+                    self._changed.wait(1)
+            if self._stop_requested:
+                raise StopRequested()
+            return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+        finally:
+            self._waiting = False
+
+    def _dispatch(self, job: Job, queue: Queue) -> None:
+        before = {name: getattr(job, name) for name in RUN_FIELDS}
+        execution = self.prepare_execution(job)  # the claim, in this thread: raises if lost
+        run = Run(job, queue, execution, before)
+        with self._changed:
+            self._runs[execution.id] = run
+        self.set_state(WorkerStatus.BUSY)  # a run that just ended may have marked the worker idle
+        self._start_threads()
+        self._tasks.put(run)
+
+    def _start_threads(self) -> None:
+        if self._monitor is None:
+            self._monitor = threading.Thread(target=self._watch, name="run-monitor", daemon=True)
+            self._monitor.start()
+        busy = len(self._runs)
+        while len(self._threads) < min(busy, self.concurrency):  # one per slot in use, kept
+            thread = threading.Thread(target=self._serve, name=f"slot-{len(self._threads)}", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        self._stop_requested = True
+        super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
+
+    def _shutdown(self) -> None:
+        """RQ's: stop after the running job; here the main thread waits only for a slot or a job."""
+        self._stop_requested = True
+        self.set_shutdown_requested_date()  # type: ignore[no-untyped-call]
+        if self.scheduler:
+            self.stop_scheduler()  # type: ignore[no-untyped-call]
+        if self._waiting:
+            raise StopRequested()
+
+    def handle_warm_shutdown_request(self) -> None:
+        super().handle_warm_shutdown_request()  # type: ignore[no-untyped-call]
+        self._grace_ends = time.monotonic() + self.grace_seconds
+
+    def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
+        """A second signal: requeue the running jobs now; a third (or none running): RQ's cold stop."""
+        first = self._shutdown_requested_date
+        if first is not None and (now() - first).total_seconds() < 1:
+            return  # honcho's Ctrl-C sends SIGINT and SIGTERM: one request
+        if self._runs and self._grace_ends > time.monotonic():
+            self._grace_ends = time.monotonic()
+            return
+        super().request_force_stop(signum, frame)
+
+    def teardown(self) -> None:
+        """Before RQ's: let the running jobs finish within the grace period, else requeue them."""
+        self._finish_runs()
+        super().teardown()  # type: ignore[no-untyped-call]
+
+    def _finish_runs(self) -> None:
+        with self._changed:
+            while self._runs and time.monotonic() < self._grace_ends:
+                self._changed.wait(min(1.0, max(self._grace_ends - time.monotonic(), 0.01)))
+            runs = list(self._runs.values())
+        if not runs:
+            return
+        reason = "grace period over" if math.isfinite(self._grace_ends) else "worker stopping"
+        for run in runs:
+            run.interrupt(reason)
+        deadline = time.monotonic() + INTERRUPT_WAIT
+        with self._changed:
+            while self._runs and time.monotonic() < deadline:
+                self._changed.wait(0.1)
+            stuck = list(self._runs.values())
+        for run in stuck:  # its thread is in a long C call: requeued here, its outcome dropped
+            with run.lock:
+                if run.finishing:
+                    continue
+                run.finishing = run.requeued = True
+            requeue(self, run.job, run.queue, run.execution, run.before, run.interrupted, run.started)
+            self._end(run)
+
+    # -- slot threads ----------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        while True:
+            run = self._tasks.get()
+            run.thread_id = threading.get_ident()
+            self._local.run = run
+            try:
+                self.perform_job(run.job, run.queue, run.execution)
+            except BaseException:  # RQ's perform_job handles the job's own; this is a lost save
+                self.log.exception("job %s: its run ended without its outcome saved", run.job.id)
+            finally:
+                _raise_in_thread(run.thread_id, None)
+                self._local.run = None
+                self._end(run)
+
+    def current_run(self) -> Run | None:
+        """The run this thread is on (None outside a slot thread)."""
+        run: Run | None = getattr(self._local, "run", None)
+        return run
+
+    def await_coroutine(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
+        """Run an async job's coroutine on the shared loop; this slot thread waits for its end."""
+        run = self.current_run()
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._event_loop())
+        if run is None:
+            return future.result()
+        with run.lock:
+            run.future = future
+            cancel = run.interrupted is not None
+        if cancel:
+            future.cancel()
+        try:
+            return future.result()
+        except concurrent.futures.CancelledError:
+            raise run.exception() from None
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        with self._changed:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="job-loop", daemon=True).start()
+                self._loop = loop
+            return self._loop
+
+    def _end(self, run: Run) -> None:
+        with self._changed:
+            if self._runs.pop(run.execution.id, None) is None:
+                return
+            idle = not self._runs
+            self._changed.notify_all()
+        self.executions.pop(run.execution.id, None)
+        if idle:
+            try:
+                self.set_state(WorkerStatus.IDLE)
+            except RedisError as exc:
+                self.log.warning("could not mark worker idle: %s", exc)
+
+    # -- RQ's members, per run -------------------------------------------------------------
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        return heartbeat_ttl(self.job_monitoring_interval, job, working_time)
+
+    def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
+        run = self.current_run()
+        if run is not None:
+            with run.lock:  # from here on the run saves its outcome, uninterrupted
+                run.finishing = True
+                if run.thread_id is not None:
+                    _raise_in_thread(run.thread_id, None)
+                returned = sys.exc_info()[0] is None  # else RQ is saving the run's exception
+                late = run.interrupted is not None and returned
+            if late:  # interrupted just as the job returned: the interruption stands
+                raise run.exception()
+        super().handle_execution_ended(job, queue, heartbeat_ttl)
+
+    def handle_job_success(self, job: Job, *args: Any, **kwargs: Any) -> None:
+        if self._still_ours():
+            super().handle_job_success(job, *args, **kwargs)
+
+    def handle_job_retry(self, job: Job, *args: Any, **kwargs: Any) -> None:
+        if self._still_ours():
+            super().handle_job_retry(job, *args, **kwargs)
+
+    def handle_job_failure(
+        self,
+        job: Job,
+        queue: Queue,
+        started_job_registry: Any = None,
+        exc_string: str = "",
+        execution: Execution | None = None,
+    ) -> None:
+        run = self.current_run()
+        if run is None or not self._still_ours():
+            return
+        if run.interrupted not in (None, TIMEOUT, STOPPED):  # a shutdown's: back to its queue
+            requeue(self, job, queue, run.execution, run.before, run.interrupted, run.started)
+            return
+        with self._stopping(run):
+            super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+
+    def _still_ours(self) -> bool:
+        run = self.current_run()
+        return run is None or not run.requeued
+
+    _stop_lock = threading.Lock()
+
+    @contextmanager
+    def _stopping(self, run: Run) -> Iterator[None]:
+        """RQ marks a run stopped by `_stopped_job_id`, one per worker: set it for this run alone."""
+        if run.interrupted != STOPPED:
+            yield
+            return
+        with self._stop_lock:
+            self._stopped_job_id = run.job.id
+            try:
+                yield
+            finally:
+                self._stopped_job_id = None
+
+    def handle_payload(self, message: dict[str, Any]) -> None:
+        """RQ's commands; `stop-job` for any of the running jobs (RQ's looks at one)."""
+        payload = parse_payload(message)
+        if payload.get("command") == "stop-job":
+            for run in list(self._runs.values()):
+                if run.job.id == payload.get("job_id"):
+                    self.request_stop_execution(run.execution.id)
+                    return
+        super().handle_payload(message)  # type: ignore[no-untyped-call]
+
+    def request_stop_execution(self, execution_id: str) -> None:
+        run = self._runs.get(execution_id)
+        if run is None:
+            self.log.warning("Not running execution %s, command ignored.", execution_id)
+            return
+        run.interrupt(STOPPED)
+
+    def _watch(self) -> None:
+        """The monitor thread: each run's timeout, and its heartbeat every job_monitoring_interval."""
+        beat_at = time.monotonic()
+        while True:
+            time.sleep(MONITOR_SECONDS)
+            runs = list(self._runs.values())
+            clock = time.monotonic()
+            for run in runs:
+                if run.deadline <= clock:
+                    run.interrupt(TIMEOUT)
+            if clock - beat_at < self.job_monitoring_interval:
+                continue
+            beat_at = clock
+            for run in runs:
+                if run.finishing:
+                    continue
+                try:
+                    self.maintain_heartbeats(run.job, run.execution)
+                except RedisError as exc:  # the next one may get through; recovery covers the rest
+                    self.log.warning("job %s: heartbeat not sent: %s", run.job.id, exc)

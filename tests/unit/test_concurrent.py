@@ -1,0 +1,257 @@
+"""The concurrent worker (service/worker/concurrent.py): N jobs at once in one process, sync jobs in
+threads and async jobs on one shared loop, each its own claimed run; timeouts, stops and a warm
+shutdown end one run, not the others, and a stopped worker's runs go back to their queue."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from redis import Redis
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+
+from service.catalog import Registry, report_progress
+from service.store.layout import queue_key
+from service.store.views import job_view
+from service.worker import concurrent
+from service.worker.concurrent import ConcurrentWorker
+from service.worker.main import _concurrency_error, build_worker
+
+WAIT = 10  # seconds any wait in these tests gives up after
+
+
+@pytest.fixture
+def registry() -> Registry:
+    return Registry()
+
+
+@pytest.fixture
+def make_worker(connection: Redis, registry: Registry) -> Iterator[Callable[..., ConcurrentWorker]]:
+    def create(concurrency: int = 5, grace_seconds: float = 5) -> ConcurrentWorker:
+        worker = build_worker(connection, kind="concurrent", registry=registry)
+        assert isinstance(worker, ConcurrentWorker)
+        worker.concurrency = concurrency
+        worker.grace_seconds = grace_seconds
+        return worker
+
+    yield create
+    # RQ's work loop installs its stop handlers for good: give pytest its own back.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _fetch(connection: Redis, job: Job) -> Job:
+    return Job.fetch(job.id, connection=connection, serializer=JSONSerializer)
+
+
+def _when(condition: Callable[[], bool], then: Callable[[], Any]) -> threading.Thread:
+    """In another thread, once `condition` holds (within WAIT seconds), do `then`."""
+
+    def watch() -> None:
+        deadline = time.monotonic() + WAIT
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        then()
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_sync_jobs_run_at_once_each_in_its_own_claimed_run(
+    registry: Registry, connection: Redis, make_worker: Callable[..., ConcurrentWorker]
+) -> None:
+    # Five jobs that can only end once all five are running: one at a time, the barrier breaks.
+    barrier = threading.Barrier(5, timeout=WAIT)
+    running: list[int] = []
+
+    @registry.job()
+    def meet(n: int) -> str:
+        worker = make_worker_ref[0]
+        running.append(len(worker.get_current_executions(refresh=True)))
+        barrier.wait()
+        return threading.current_thread().name
+
+    make_worker_ref = [make_worker(concurrency=5)]
+    jobs = [meet.enqueue(connection, n=n) for n in range(5)]
+    make_worker_ref[0].work(burst=True, with_scheduler=False)
+    done = [_fetch(connection, job) for job in jobs]
+    assert [job.get_status() for job in done] == [JobStatus.FINISHED] * 5
+    assert len({job.return_value() for job in done}) == 5  # five slot threads
+    assert max(running) >= 2  # the worker's execution index listed several at once
+    assert connection.zcard("rq:wip:default") == 0  # every run left the started registry
+
+
+def test_async_jobs_share_one_event_loop_with_progress(
+    registry: Registry, connection: Redis, make_worker: Callable[..., ConcurrentWorker]
+) -> None:
+    loops: set[int] = set()
+    arrived: list[int] = []
+
+    @registry.job()
+    async def gather(n: int) -> int:
+        loops.add(id(asyncio.get_running_loop()))
+        arrived.append(n)
+        report_progress(0.5, f"job {n} waiting")
+        async with asyncio.timeout(WAIT):  # all twenty are waiting at once, else this times out
+            while len(arrived) < 20:
+                await asyncio.sleep(0.01)
+        return n
+
+    jobs = [gather.enqueue(connection, n=n) for n in range(20)]
+    make_worker(concurrency=20).work(burst=True, with_scheduler=False)
+    done = [_fetch(connection, job) for job in jobs]
+    assert [job.get_status() for job in done] == [JobStatus.FINISHED] * 20
+    assert [job.return_value() for job in done] == list(range(20))
+    assert len(loops) == 1
+    assert done[3].meta["progress"] == {"fraction": 0.5, "message": "job 3 waiting"}
+
+
+def test_no_more_jobs_run_at_once_than_the_concurrency(
+    registry: Registry, connection: Redis, make_worker: Callable[..., ConcurrentWorker]
+) -> None:
+    lock = threading.Lock()
+    now_running = [0]
+    most = [0]
+
+    @registry.job()
+    def count() -> None:
+        with lock:
+            now_running[0] += 1
+            most[0] = max(most[0], now_running[0])
+        time.sleep(0.05)
+        with lock:
+            now_running[0] -= 1
+
+    for _ in range(12):
+        count.enqueue(connection)
+    make_worker(concurrency=3).work(burst=True, with_scheduler=False)
+    assert most[0] == 3
+    assert connection.llen(queue_key("default")) == 0
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_run_past_its_timeout_fails_while_the_others_finish(
+    kind: str, registry: Registry, connection: Redis, make_worker: Callable[..., ConcurrentWorker]
+) -> None:
+    @registry.job(timeout=1)
+    def stuck_sync() -> None:
+        while True:
+            time.sleep(0.05)
+
+    @registry.job(timeout=1)
+    async def stuck_async() -> None:
+        await asyncio.sleep(60)
+
+    @registry.job()
+    def quick() -> int:
+        time.sleep(0.2)
+        return 1
+
+    stuck = (stuck_sync if kind == "sync" else stuck_async).enqueue(connection)
+    others = [quick.enqueue(connection) for _ in range(4)]
+    started = time.monotonic()
+    make_worker(concurrency=3).work(burst=True, with_scheduler=False)
+    assert time.monotonic() - started < WAIT
+    failed = _fetch(connection, stuck)
+    assert failed.get_status() == JobStatus.FAILED
+    view = job_view(failed, registry)
+    assert view.error is not None
+    assert view.error.type == "JobTimeoutException", view.error
+    assert [_fetch(connection, job).get_status() for job in others] == [JobStatus.FINISHED] * 4
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_stop_ends_one_running_job_as_stopped(
+    kind: str, registry: Registry, connection: Redis, make_worker: Callable[..., ConcurrentWorker]
+) -> None:
+    @registry.job()
+    def forever_sync() -> None:
+        while True:
+            time.sleep(0.05)
+
+    @registry.job()
+    async def forever_async() -> None:
+        await asyncio.sleep(60)
+
+    @registry.job()
+    def quick() -> int:
+        return 1
+
+    worker = make_worker(concurrency=2)
+    target = (forever_sync if kind == "sync" else forever_async).enqueue(connection)
+    other = quick.enqueue(connection)
+
+    def stop() -> None:
+        execution = next(run.execution for run in list(worker._runs.values()) if run.job.id == target.id)
+        worker.request_stop_execution(execution.id)
+
+    _when(lambda: any(run.job.id == target.id for run in list(worker._runs.values())), stop)
+    worker.work(burst=True, with_scheduler=False)
+    assert _fetch(connection, target).get_status() == JobStatus.STOPPED
+    assert _fetch(connection, other).get_status() == JobStatus.FINISHED
+
+
+def test_a_warm_shutdown_requeues_what_outlives_the_grace_period(
+    registry: Registry,
+    connection: Redis,
+    make_worker: Callable[..., ConcurrentWorker],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(concurrent, "INTERRUPT_WAIT", 0.5)
+    finished: list[str] = []
+
+    @registry.job(retries=2)
+    def polling() -> None:  # answers an interruption at once
+        while True:
+            time.sleep(0.05)
+
+    @registry.job(retries=2)
+    def blocked() -> None:  # one long C call: only the main thread can requeue it
+        try:
+            time.sleep(3)
+        finally:  # the interruption lands as the call returns
+            finished.append("blocked")
+
+    @registry.job()
+    async def waiting() -> None:
+        await asyncio.sleep(60)
+
+    jobs = [polling.enqueue(connection), blocked.enqueue(connection), waiting.enqueue(connection)]
+    waiting_too = waiting.enqueue(connection)  # never taken: no slot before the stop
+    worker = make_worker(concurrency=3, grace_seconds=0.3)
+    _when(lambda: len(worker._runs) == 3, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    worker.work(burst=False, with_scheduler=False)
+    for job in [*jobs, waiting_too]:
+        back = _fetch(connection, job)
+        assert back.get_status() == JobStatus.QUEUED, job.func_name
+        assert back.retries_left in (None, 2)  # no retry spent
+    assert set(connection.lrange(queue_key("default"), 0, -1)) == {
+        job.id.encode() for job in [*jobs, waiting_too]
+    }
+    assert connection.zcard("rq:wip:default") == 0
+    deadline = time.monotonic() + WAIT
+    while not finished and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert finished == ["blocked"]  # its call did return later; what it left is not saved:
+    assert _fetch(connection, jobs[1]).get_status() == JobStatus.QUEUED
+
+
+def test_concurrency_options_that_cannot_work_are_refused() -> None:
+    class Args:
+        kind: str | None = None
+
+    args = Args()
+    assert _concurrency_error(args, None, None) is None  # type: ignore[arg-type]
+    assert _concurrency_error(args, 8, None) is None  # type: ignore[arg-type]
+    assert "at least 1" in str(_concurrency_error(args, 0, None))  # type: ignore[arg-type]
+    assert "not both" in str(_concurrency_error(args, 8, 2))  # type: ignore[arg-type]
+    args.kind = "fork"
+    assert "--kind concurrent" in str(_concurrency_error(args, 8, None))  # type: ignore[arg-type]
