@@ -88,7 +88,10 @@ class WorkerView(BaseModel):
     name: str
     state: str
     queues: list[str]
-    current_job: str | None
+    current_job: str | None = Field(description="One of the jobs it runs (the first of current_jobs)")
+    current_jobs: list[str] = Field(
+        default_factory=list, description="Every job it runs now: several for a `--concurrency` worker"
+    )
     successful_jobs: int
     failed_jobs: int
     hostname: str | None

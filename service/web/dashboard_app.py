@@ -142,6 +142,9 @@ def _current_job(worker: BaseWorker) -> dict[str, Any] | str:
         return "idle"
     current: dict[str, Any] = rq_web.serialize_current_job(job)
     current["call_string"] = html.escape(current["call_string"], quote=False)  # shown as HTML
+    others = len(worker.get_current_executions()) - 1  # a --concurrency worker runs several
+    if others > 0:
+        current["call_string"] += f" (and {others} more running)"
     return current
 
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from redis import Redis
 from rq import Worker
 from rq.serializers import JSONSerializer
+from rq.worker import BaseWorker
 
 from service.schemas import JobPage, QueueView, WorkerView
 from service.store.counts import queue_views
@@ -57,25 +58,32 @@ async def read_queues(connection: ConnectionDep) -> list[QueueView]:
 
 @router.get("/workers", tags=["queues"], response_model=list[WorkerView])
 async def read_workers(connection: ConnectionDep) -> list[WorkerView]:
-    """The workers alive, with their state, queues and current job."""
+    """The workers alive, with their state, queues and the jobs they run now."""
     return await anyio.to_thread.run_sync(_workers, connection)
 
 
 def _workers(connection: Redis) -> list[WorkerView]:
     return [
-        WorkerView(
-            name=worker.name,
-            state=str(worker.get_state()),
-            queues=worker.queue_names(),
-            current_job=worker.get_current_job_id(),
-            successful_jobs=worker.successful_job_count,
-            failed_jobs=worker.failed_job_count,
-            hostname=worker.hostname,
-            pid=worker.pid,
-            started_at=worker.birth_date,
-            last_heartbeat=worker.last_heartbeat,
-        )
+        _worker_view(worker)
         for worker in sorted(
             Worker.all(connection=connection, serializer=JSONSerializer), key=lambda w: w.name
         )
     ]
+
+
+def _worker_view(worker: BaseWorker) -> WorkerView:
+    # RQ's index of the worker's executions: one per running job, whatever the kind.
+    running = sorted(execution.job_id for execution in worker.get_current_executions())
+    return WorkerView(
+        name=worker.name,
+        state=str(worker.get_state()),
+        queues=worker.queue_names(),
+        current_job=running[0] if running else worker.get_current_job_id(),
+        current_jobs=running,
+        successful_jobs=worker.successful_job_count,
+        failed_jobs=worker.failed_job_count,
+        hostname=worker.hostname,
+        pid=worker.pid,
+        started_at=worker.birth_date,
+        last_heartbeat=worker.last_heartbeat,
+    )
