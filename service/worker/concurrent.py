@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import copy
 import ctypes
 import math
 import queue as queues
@@ -173,6 +174,8 @@ class ConcurrentWorker(OffloadWorker, _Dispatch):
 
     def _dispatch(self, job: Job, queue: Queue) -> None:
         before = {name: getattr(job, name) for name in RUN_FIELDS}
+        # Its thread changes this very object (progress in meta): a requeue restores it from here.
+        before["meta"] = copy.deepcopy(job.meta)
         execution = self.prepare_execution(job)  # the claim, in this thread: raises if lost
         run = Run(job, queue, execution, before)
         with self._changed:
