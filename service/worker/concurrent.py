@@ -46,6 +46,7 @@ from rq.timeouts import BaseDeathPenalty, JobTimeoutException
 from rq.utils import now
 from rq.worker import BaseWorker, WorkerStatus
 
+from service.worker.job import registered_job
 from service.worker.recovery import heartbeat_ttl
 from service.worker.shutdown import DEFAULT_GRACE_SECONDS, RUN_FIELDS, requeue
 from service.worker.worker import OffloadWorker
@@ -71,13 +72,14 @@ class Run:
     queue: Queue
     execution: Execution
     before: dict[str, Any]  # the job as it was before the claim marked it started
-    thread_id: int | None = None
+    thread_id: int | None = None  # a sync job's thread, while its function runs: where to interrupt it
     deadline: float = math.inf  # monotonic; set while the job's function runs
     future: concurrent.futures.Future[Any] | None = None  # an async job's coroutine on the loop
     finishing: bool = False  # saving its outcome: no longer interrupted
     interrupted: str | None = None  # TIMEOUT, STOPPED, or a shutdown's reason
     requeued: bool = False  # by the main thread, its thread having not answered
     started: datetime = field(default_factory=now)
+    is_async: bool = False  # its function is `async def`: ended by cancelling its coroutine
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def interrupt(self, reason: str) -> bool:
@@ -114,7 +116,18 @@ class RunDeathPenalty(BaseDeathPenalty):
 
     def setup_death_penalty(self) -> None:
         run = self.worker.current_run()
-        if run is not None and not run.finishing and self._timeout > 0:  # not a callback's
+        if run is None or run.finishing:  # not the job's function: a callback's
+            return
+        with run.lock:
+            # Interrupted before its function started (a stop or a shutdown just after the take):
+            # it does not start. Only from here on is an exception raised in this thread: before,
+            # it could land in RQ's own bookkeeping, or between an async job's coroutine being
+            # made and being handed to the loop.
+            if run.interrupted is not None:
+                raise run.exception()
+            if not run.is_async:
+                run.thread_id = threading.get_ident()
+        if self._timeout > 0:
             run.deadline = time.monotonic() + self._timeout
 
     def cancel_death_penalty(self) -> None:
@@ -177,7 +190,8 @@ class ConcurrentWorker(OffloadWorker, _Dispatch):
         # Its thread changes this very object (progress in meta): a requeue restores it from here.
         before["meta"] = copy.deepcopy(job.meta)
         execution = self.prepare_execution(job)  # the claim, in this thread: raises if lost
-        run = Run(job, queue, execution, before)
+        registered = registered_job(job)
+        run = Run(job, queue, execution, before, is_async=registered is not None and registered.is_async)
         with self._changed:
             self._runs[execution.id] = run
         self.set_state(WorkerStatus.BUSY)  # a run that just ended may have marked the worker idle
@@ -254,14 +268,13 @@ class ConcurrentWorker(OffloadWorker, _Dispatch):
     def _serve(self) -> None:
         while True:
             run = self._tasks.get()
-            run.thread_id = threading.get_ident()
             self._local.run = run
             try:
                 self.perform_job(run.job, run.queue, run.execution)
             except BaseException:  # RQ's perform_job handles the job's own; this is a lost save
                 self.log.exception("job %s: its run ended without its outcome saved", run.job.id)
             finally:
-                _raise_in_thread(run.thread_id, None)
+                _raise_in_thread(threading.get_ident(), None)
                 self._local.run = None
                 self._end(run)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import signal
 import threading
 import time
@@ -197,6 +198,43 @@ def test_a_stop_ends_one_running_job_as_stopped(
     worker.work(burst=True, with_scheduler=False)
     assert _fetch(connection, target).get_status() == JobStatus.STOPPED
     assert _fetch(connection, other).get_status() == JobStatus.FINISHED
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_run_stopped_before_its_function_starts_never_starts(
+    kind: str,
+    registry: Registry,
+    connection: Redis,
+    make_worker: Callable[..., ConcurrentWorker],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The stop lands between the claim and the slot thread: the window a stop raced into, leaving a
+    # sync job running forever and an async job's coroutine never awaited.
+    started: list[str] = []
+
+    @registry.job()
+    def forever_sync() -> None:
+        started.append("sync")
+        while True:
+            time.sleep(0.05)
+
+    @registry.job()
+    async def forever_async() -> None:
+        started.append("async")
+        await asyncio.sleep(60)
+
+    worker = make_worker(concurrency=2)
+    target = (forever_sync if kind == "sync" else forever_async).enqueue(connection)
+
+    class StopFirst(queue.SimpleQueue[concurrent.Run]):
+        def put(self, run: concurrent.Run, block: bool = True, timeout: float | None = None) -> None:
+            worker.request_stop_execution(run.execution.id)
+            super().put(run, block, timeout)
+
+    monkeypatch.setattr(worker, "_tasks", StopFirst())
+    worker.work(burst=True, with_scheduler=False)
+    assert _fetch(connection, target).get_status() == JobStatus.STOPPED
+    assert started == []
 
 
 def test_a_warm_shutdown_requeues_what_outlives_the_grace_period(
