@@ -41,20 +41,28 @@ WAKE_POLL_SECONDS = 0.5
 INTERMEDIATE_GRACE_SECONDS = 10
 
 # KEYS: n queue lists, then their n intermediate lists, then their n wake lists, then the paused set.
-# ARGV: the n queue names.
-# Takes the first id of the first non-empty queue that is not paused into its intermediate list, and
-# returns it with the job's hash (one round trip less; the hash's key is RQ's, derived from the id:
-# not for Redis Cluster, which RQ does not support either). With nothing to take, drops the wake
-# tokens: they announce jobs that are gone already, or on a paused queue (its resume pushes new ones).
+# ARGV: the n queue names, then how many jobs to take at most.
+# Takes the first ids of the first non-empty queues that are not paused, in priority order, each into
+# its intermediate list, and returns them with their jobs' hashes ({queue index, id, hash} each: one
+# round trip less; the hash's key is RQ's, derived from the id: not for Redis Cluster, which RQ does
+# not support either). With nothing to take, drops the wake tokens: they announce jobs that are gone
+# already, or on a paused queue (its resume pushes new ones).
 _TAKE = """
 local n = (#KEYS - 1) / 3
 local paused = KEYS[#KEYS]
+local want = tonumber(ARGV[n + 1])
+local taken = {}
 for i = 1, n do
   if redis.call('SISMEMBER', paused, ARGV[i]) == 0 then
-    local id = redis.call('LMOVE', KEYS[i], KEYS[n + i], 'LEFT', 'RIGHT')
-    if id then return {i, id, redis.call('HGETALL', 'JOB_KEY_PREFIX' .. id)} end
+    while #taken < want do
+      local id = redis.call('LMOVE', KEYS[i], KEYS[n + i], 'LEFT', 'RIGHT')
+      if not id then break end
+      taken[#taken + 1] = {i, id, redis.call('HGETALL', 'JOB_KEY_PREFIX' .. id)}
+    end
   end
+  if #taken == want then return taken end
 end
+if #taken > 0 then return taken end
 redis.call('DEL', unpack(KEYS, 2 * n + 1, 3 * n))
 return false
 """.replace("JOB_KEY_PREFIX", JOB_KEY_PREFIX)
@@ -93,8 +101,7 @@ class RecoveringIntermediateQueue(IntermediateQueue):
                 continue
             if self.set_first_seen(job_id) or not self.should_be_cleaned_up(job_id):
                 continue
-            keys = [self.key, self.queue.key, wake_key(self.queue.name)]
-            if self.connection.eval(_GIVE_BACK, 3, *keys, job_id):
+            if give_back(self.connection, self.queue, job_id):
                 worker.log.warning(
                     "job %s: its worker died before running it; back on %s", job_id, queue.name
                 )
@@ -122,40 +129,79 @@ class SafeQueue(WakingQueue):
         death_penalty_class: Any = None,
     ) -> tuple[Job, Any] | None:
         """The first job of the first queue with one; blocks up to `timeout` seconds (None: not at all)."""
+        taken = cls.take(queues, 1, timeout, connection, job_class, serializer, death_penalty_class)
+        return taken[0] if taken else None
+
+    @classmethod
+    def take(
+        cls,
+        queues: Iterable[WakingQueue],
+        count: int,
+        timeout: int | None,
+        connection: Redis,
+        job_class: type[Job] | None = None,
+        serializer: Any = None,
+        death_penalty_class: Any = None,
+    ) -> list[tuple[Job, Any]]:
+        """Up to `count` jobs, the first of the first queues with some, in one round trip; blocks up to
+        `timeout` seconds for the first (None: not at all, and [] when there is none)."""
         queues = list(queues)
         keys = _take_keys(queues)
         names = [queue.name for queue in queues]
         deadline = time.monotonic() + timeout if timeout is not None else None
+        job_cls: type[Job] = backend_class(cls, "job_class", override=job_class)
         while True:
-            taken: Any = connection.eval(_TAKE, len(keys), *keys, *names)
-            if taken:
-                index, job_id, stored = int(taken[0]) - 1, as_text(taken[1]), taken[2]
+            found: Any = connection.eval(_TAKE, len(keys), *keys, *names, count)
+            jobs: list[tuple[Job, Any]] = []
+            broken: list[tuple[Exception, WakingQueue, str]] = []
+            made: dict[str, Any] = {}  # the queue object of each queue jobs came from, made once
+            for index, raw_id, stored in found or ():
+                source, job_id = queues[int(index) - 1], as_text(raw_id)
                 if not stored:  # its job is gone (deleted, expired)
-                    connection.lrem(queues[index].intermediate_queue_key, 1, job_id)
+                    connection.lrem(source.intermediate_queue_key, 1, job_id)
                     continue
                 # What RQ's _fetch_dequeued_job makes of it, from the hash the script read.
-                job_cls: type[Job] = backend_class(cls, "job_class", override=job_class)
-                queue = cls.from_queue_key(
-                    queues[index].key,
-                    connection=connection,
-                    job_class=job_cls,
-                    serializer=serializer,
-                    death_penalty_class=death_penalty_class,
-                )
+                queue = made.get(source.key)
+                if queue is None:
+                    queue = made[source.key] = cls.from_queue_key(
+                        source.key,
+                        connection=connection,
+                        job_class=job_cls,
+                        serializer=serializer,
+                        death_penalty_class=death_penalty_class,
+                    )
                 job = job_cls(job_id, connection=connection, serializer=serializer)
                 try:
                     job.restore(dict(zip(stored[::2], stored[1::2], strict=True)))
                 except Exception as exc:
                     exc.job_id = job_id  # type: ignore[attr-defined]  # as RQ reports a bad job
                     exc.queue = queue  # type: ignore[attr-defined]
-                    raise
-                return job, queue
+                    broken.append((exc, source, job_id))
+                    continue
+                jobs.append((job, queue))
+            # A job RQ cannot read is reported (RQ fails it) alone: the first, when it is all there
+            # is; the others, and any besides good ones, back at the front of their queues for later.
+            reported = broken.pop(0) if broken and not jobs else None
+            for _exc, source, job_id in broken:
+                give_back(connection, source, job_id)
+            if reported is not None:
+                raise reported[0]
+            if jobs:
+                return jobs
+            if found:  # every one taken was gone: look again at once
+                continue
             if deadline is None:
-                return None
+                return []
             left = deadline - time.monotonic()
             if left <= 0:
                 raise DequeueTimeout(timeout, [queue.key for queue in queues])
             connection.blpop([wake_key(queue.name) for queue in queues], min(left, WAKE_POLL_SECONDS))
+
+
+def give_back(connection: Redis, queue: WakingQueue, job_id: str) -> bool:
+    """Put a job taken but not claimed back at the front of its queue, unless claimed meanwhile."""
+    keys = [queue.intermediate_queue_key, queue.key, wake_key(queue.name)]
+    return bool(connection.eval(_GIVE_BACK, 3, *keys, job_id))
 
 
 def _take_keys(queues: Sequence[WakingQueue]) -> list[str]:

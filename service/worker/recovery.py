@@ -12,6 +12,8 @@ sweeps, about 11 minutes).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from rq.executions import Execution
@@ -19,12 +21,12 @@ from rq.job import Job
 from rq.utils import as_text, parse_composite_key
 from rq.worker import BaseWorker, WorkerStatus
 
+from service.store.atomic import Group, record, run_groups
 from service.store.expiry import expire, expired, ttl_of
 from service.store.layout import (
     events_channel,
     intermediate_key,
     job_key,
-    queue_key,
     started_key,
     worker_runs_key,
 )
@@ -32,6 +34,7 @@ from service.worker.report import job_name
 
 if TYPE_CHECKING:
     from redis import Redis
+    from redis.client import Pipeline
 
 JOB_MONITORING_INTERVAL = 5
 HEARTBEAT_MARGIN = 15
@@ -62,16 +65,6 @@ class ClaimLostError(Exception):
     """A sweep gave the job back to its queue before this worker claimed it: not this worker's to run."""
 
 
-# KEYS: queue list, job hash. ARGV: job id. Undoes a lost claim's `started`, unless another worker
-# has claimed the job (taking it off the queue) since.
-_UNDO_STARTED = """
-if redis.call('LPOS', KEYS[1], ARGV[1]) then
-  redis.call('HSET', KEYS[2], 'status', 'queued')
-end
-return 0
-"""
-
-
 def expire_stale(worker: BaseWorker, job: Job) -> bool:
     """Whether the job just taken is past its ttl (service/store/expiry.py): if so it is canceled,
     unrun and off the intermediate list, and the worker goes on to its next job without claiming it."""
@@ -83,30 +76,52 @@ def expire_stale(worker: BaseWorker, job: Job) -> bool:
 
 
 def claim(worker: BaseWorker, job: Job) -> Execution:
-    """Claim the job `worker` took, in one transaction: its run recorded, the job marked started by
-    this worker (what RQ's prepare_job_execution writes), its id off the intermediate list.
+    """Claim the job `worker` took, atomically: its run recorded, the job marked started by this
+    worker (what RQ's prepare_job_execution writes), its id off the intermediate list.
 
     RQ records a run in the worker, then marks the job started in the work horse: a worker killed in
     between left a run whose job still read `queued`, which RQ's sweep dropped, and the job was lost.
     Raises ClaimLostError when a sweep gave the job back to its queue first (this worker stalled).
     """
-    queue = queue_key(job.origin)
-    with worker.connection.pipeline() as pipe:
-        pipe.lrem(intermediate_key(job.origin), 1, job.id)
-        ttl = worker.get_heartbeat_ttl(job)
-        execution = Execution.create(job, ttl, pipeline=pipe, worker_name=worker.name)
-        worker.heartbeat(ttl, pipeline=pipe)
-        job.prepare_for_execution(worker.name, pipeline=pipe)
-        pipe.persist(job.key)
-        pipe.publish(events_channel(job.id), "started")  # for GET /jobs/{id}/events
-        worker.set_state(WorkerStatus.BUSY, pipeline=pipe)
-        claimed = pipe.execute()[0]
-        if not claimed:  # a sweep took it back meanwhile: undo the run
-            execution.delete(job=job, pipeline=pipe)
-            pipe.eval(_UNDO_STARTED, 2, queue, job.key, job.id)
-            pipe.execute()
-            raise ClaimLostError(job.id)
+    execution = claim_many(worker, [job])[0]
+    if execution is None:
+        raise ClaimLostError(job.id)
     return execution
+
+
+def claim_many(worker: BaseWorker, jobs: Sequence[Job]) -> list[Execution | None]:
+    """Claim jobs `worker` took, in one round trip; for each its run, or None where the claim was
+    lost (nothing of it written: its id was no longer on the intermediate list)."""
+    groups: list[Group] = []
+    executions: list[Execution] = []
+    for job in jobs:
+        commands, execution = record(worker.connection, partial(_claim_writes, worker, job))
+        guard = ("LREM", intermediate_key(job.origin), 1, job.id)  # 1: it was ours to claim
+        groups.append(Group(commands, guard, expect=1))
+        executions.append(execution)
+    # The worker's own writes once, whatever became of each claim: a heartbeat as long as the
+    # longest run's or RQ's plain one, whichever is longer, and busy (undone by the caller if no
+    # claim held). A plain one spares the plain heartbeat RQ's loop sends right after the job.
+    ttl = max(worker.get_heartbeat_ttl(job) for job in jobs)
+    longest = ttl if ttl > worker.worker_ttl + 60 else None  # None: RQ's plain length
+    commands, _ = record(worker.connection, lambda pipe: _worker_writes(worker, longest, pipe))
+    ran = run_groups(worker.connection, [*groups, Group(commands)])
+    return [execution if held else None for execution, held in zip(executions, ran, strict=False)]
+
+
+def _claim_writes(worker: BaseWorker, job: Job, pipe: Pipeline) -> Execution:
+    """What a claim writes: RQ's run record and start of the job, offload's announcement."""
+    execution = Execution.create(job, worker.get_heartbeat_ttl(job), pipeline=pipe, worker_name=worker.name)
+    job.prepare_for_execution(worker.name, pipeline=pipe)
+    pipe.persist(job.key)
+    pipe.publish(events_channel(job.id), "started")  # for GET /jobs/{id}/events
+    return execution
+
+
+def _worker_writes(worker: BaseWorker, ttl: int | None, pipe: Pipeline) -> None:
+    """What a claim writes of the worker: the heartbeat that covers its runs, and busy."""
+    worker.heartbeat(ttl, pipeline=pipe)
+    worker.set_state(WorkerStatus.BUSY, pipeline=pipe)
 
 
 def ended_before_kill(connection: Redis, exc_string: str, execution: Execution | None) -> bool:
