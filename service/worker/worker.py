@@ -26,10 +26,13 @@ from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker, Worker
 from rq.executions import Execution
 from rq.job import Job
+from rq.utils import now
 from rq.worker import BaseWorker, WorkerStatus
 
+from service.store.atomic import Group, run_groups
 from service.store.enqueue import count_event
 from service.store.layout import events_channel
+from service.worker.finish import fast_end
 from service.worker.recovery import ClaimLostError, claim, ended_before_kill, expire_stale, heartbeat_ttl
 from service.worker.report import failure_outcome, job_name, quiet_rq_job_lines, report_end, report_start
 from service.worker.shutdown import DEFAULT_GRACE_SECONDS, GracefulStop
@@ -46,6 +49,7 @@ class OffloadWorker(BaseWorker):
     """
 
     _plain_heartbeat_at = -math.inf  # when the last heartbeat was sent, if it was a plain one
+    _suspension_checked_at = -math.inf  # when `rq suspend` was last looked for (monotonic)
     max_memory_mb: float | None = None  # WORKER_MAX_MEMORY_MB, for a pool's children (pool.py)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -89,13 +93,29 @@ class OffloadWorker(BaseWorker):
         self.procline(f"Processing {job.func_name} from {job.origin} since {time.time()}")  # type: ignore[no-untyped-call]
         report_start(self, job)
 
-    def handle_job_success(self, job: Job, *args: Any, **kwargs: Any) -> None:
+    def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
+        if sys.exc_info()[0] is not None:  # a failed run: RQ's failure handling reads it as it was
+            super().handle_execution_ended(job, queue, heartbeat_ttl)
+            return
+        # RQ writes the job's last heartbeat here, a round trip of its own: the end's save writes
+        # it again (RQ's job.save in handle_job_success), so it only goes with that.
+        job.ended_at = job.last_heartbeat = now()
+
+    def handle_job_success(
+        self, job: Job, queue: Queue, started_job_registry: Any, execution: Execution | None
+    ) -> None:
         self._saving.job = job
         try:
-            super().handle_job_success(job, *args, **kwargs)
+            group = fast_end(self, job, execution)  # RQ's writes in one round trip (finish.py)
+            if group is None or not self.commit(group):
+                super().handle_job_success(job, queue, started_job_registry, execution)  # type: ignore[arg-type]
         finally:
             self._saving.job = None
         report_end(self, job, "finished", counted=True)
+
+    def commit(self, group: Group) -> bool:
+        """Run one guarded group of writes (service/store/atomic.py); whether its guard held."""
+        return run_groups(self.connection, [group])[0]
 
     def increment_successful_job_count(self, pipeline: Pipeline | None = None) -> None:
         # RQ calls this inside the transaction that saves the result: the count and the announcement
@@ -146,6 +166,14 @@ class OffloadWorker(BaseWorker):
         with self.connection.pipeline(transaction=False) as batch:
             super().heartbeat(timeout, batch)
             batch.execute()
+
+    def check_for_suspension(self, burst: bool) -> None:
+        """RQ's, at most once a second (RQ asks Redis before every job): `rq suspend` stops this
+        worker taking jobs within a second instead of at once."""
+        if time.monotonic() - self._suspension_checked_at < 1:
+            return
+        super().check_for_suspension(burst)
+        self._suspension_checked_at = time.monotonic()
 
     def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
         if pipeline is None and state == self.get_state():  # a state already written is not written again

@@ -45,6 +45,7 @@ OVERRIDDEN = {
     "rq.timeouts.BaseDeathPenalty.setup_death_penalty": "(self)",
     "rq.worker.base.BaseWorker.__init__": "(self, queues: 'str | Queue | Sequence[str] | Sequence[Queue]', name: 'str | None' = None, default_result_ttl=500, connection: 'Redis | None' = None, exception_handlers=None, maintenance_interval: 'int' = 600, default_worker_ttl: 'int | None' = None, worker_ttl: 'int | None' = None, job_class: 'type[Job] | str | None' = None, queue_class: 'type[Queue] | str | None' = None, log_job_description: 'bool' = True, job_monitoring_interval=30, disable_default_exception_handler: 'bool' = False, prepare_for_work: 'bool' = True, serializer: 'Serializer | str | None' = None, work_horse_killed_handler: 'Callable[[Job, int, int, struct_rusage], None] | None' = None)",
     "rq.worker.base.BaseWorker._shutdown": "(self)",
+    "rq.worker.base.BaseWorker.check_for_suspension": "(self, burst: 'bool')",
     "rq.worker.base.BaseWorker.dequeue_job_and_maintain_ttl": "(self, timeout: 'int | None', max_idle_time: 'int | None' = None) -> 'tuple[Job, Queue] | None'",
     "rq.worker.base.BaseWorker.execute_job": "(self, job: 'Job', queue: 'Queue')",
     "rq.worker.base.BaseWorker.get_heartbeat_ttl": "(self, job: 'Job', working_time: 'float' = 0.0) -> 'int'",
@@ -73,11 +74,17 @@ OVERRIDDEN = {
     "rq.worker_pool.WorkerPool.handle_dead_worker": "(self, worker_data: 'WorkerData')",
 }
 
-# Private attributes offload reads (or, `_stop_requested`, sets), by name. (It calls no private RQ method.)
+# The private RQ methods offload calls, by signature: service/worker/finish.py writes a job's
+# successful end with RQ's own pieces of `handle_job_success`.
+PRIVATE_METHODS = {
+    "rq.job.Job._handle_success": "(self, result_ttl, pipeline: 'Pipeline', worker_name: 'str' = '', execution_id: 'str | None' = None, execution_started_at: 'datetime | None' = None, execution_ended_at: 'datetime | None' = None)",
+}
+# Private attributes offload reads (or, `_stop_requested` and a job's `_status`, sets), by name.
 PRIVATE_WORKER_ATTRIBUTES = ("_stopped_job_id", "_shutdown_requested_date", "_stop_requested")
 # What the pool (service/worker/pool.py) reads of RQ's WorkerPool besides the members it overrides.
 POOL_ATTRIBUTES = ("_queue_names", "_burst", "status", "worker_dict", "name", "connection")
 PRIVATE_JOB_ATTRIBUTES = (
+    "_status",
     "_dependency_ids",
     "_success_callback_name",
     "_failure_callback_name",
@@ -112,6 +119,11 @@ def overridden_members() -> dict[str, str]:
 
 def test_every_override_of_an_rq_member_is_pinned_to_its_signature() -> None:
     assert overridden_members() == OVERRIDDEN
+
+
+def test_private_rq_methods_offload_calls_keep_their_signatures() -> None:
+    found = {path: _signature(getattr(Job, path.rsplit(".", 1)[1])) for path in PRIVATE_METHODS}
+    assert found == PRIVATE_METHODS
 
 
 def test_private_rq_attributes_offload_reads_still_exist() -> None:

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 from redis import Redis
 from rq import Queue
+from rq.exceptions import StopRequested
 from rq.job import Job
 from rq.serializers import JSONSerializer
+from rq.suspension import resume, suspend
 
 from jobs.examples import word_count
 from service.worker.job import OffloadJob
@@ -149,3 +151,23 @@ def test_rq_s_own_per_job_lines_are_left_to_offload_s_job_started_and_ended(
     assert not [line for line in rq_lines if enqueued.id in line], rq_lines
     ours = [r.getMessage() for r in caplog.records if r.name == "offload.job"]
     assert ours == ["job started", "job ended"]
+
+
+@pytest.mark.parametrize("kind", ["simple", "concurrent"])
+def test_a_suspended_worker_takes_nothing_and_a_resumed_one_within_a_second(
+    kind: str, connection: Redis
+) -> None:
+    job = word_count.enqueue(connection, text="a b")
+    worker = build_worker(connection, kind=kind)
+    suspend(connection)
+    worker.work(burst=True, with_scheduler=False)  # RQ's: a suspended burst worker quits at once
+    assert Job.fetch(job.id, connection=connection, serializer=JSONSerializer).get_status() == "queued"
+    resume(connection)
+    fresh = build_worker(connection, kind=kind)
+    fresh.check_for_suspension(burst=True)  # looked at now: not suspended
+    suspend(connection)
+    fresh.check_for_suspension(burst=True)  # within the second: not looked at again
+    fresh._suspension_checked_at -= 1.0  # a second later
+    with pytest.raises(StopRequested):
+        fresh.check_for_suspension(burst=True)
+    resume(connection)

@@ -1,0 +1,182 @@
+"""A successful run's end in one round trip (service/worker/finish.py) leaves Redis as RQ's own does.
+
+Each case runs the same job (the same id, by a worker of the same name) twice, in two empty Redis
+servers: once ended by the fast end, once by RQ's own `handle_job_success` (the fast end turned
+off). Every key must then hold the same thing, but for what the moment decides: timestamps, the
+run's random id, stream entry ids, and scores and expiries that count from now.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import fakeredis
+import pytest
+from redis import Redis
+from rq import Queue
+from rq.job import Dependency, Job, JobStatus
+from rq.serializers import JSONSerializer
+
+from service.catalog import Registry
+from service.store.atomic import Group, run_groups
+from service.worker import worker as worker_module
+from service.worker.main import build_worker
+
+JOB_ID = "5f0c2b1e-9f7a-4c39-8d0e-2b8f0f7e6a11"
+DEPENDENT_ID = "7a1d3c55-0b6e-4f0a-9b1c-3e5d2f4a6b70"
+WORKER = "finish-test-worker"
+# What a moment decides: ISO timestamps, Unix times, RQ's random run ids, a run's duration.
+MOMENTS = [
+    (re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z?"), b"<time>"),
+    (re.compile(rb"\b1\d{9}(\.\d+)?\b"), b"<unix>"),
+    (re.compile(rb"\b[0-9a-f]{32}\b"), b"<run>"),
+]
+WORKER_FIELDS = (b"successful_job_count", b"state")  # the rest are the process's own: birth, pid, time
+SECONDS = 3  # scores and expiries counted from now may differ this much between the two runs
+
+registry = Registry()
+
+
+@registry.job(name="double")
+def double(n: int = 2) -> int:
+    return 2 * n
+
+
+def _normal(raw: Any) -> bytes:
+    value = raw if isinstance(raw, bytes) else str(raw).encode()
+    for pattern, placeholder in MOMENTS:
+        value = pattern.sub(placeholder, value)
+    return value
+
+
+def snapshot(redis: Redis) -> dict[bytes, Any]:
+    """Every key: its type, its value with the moments taken out, and its expiry in seconds."""
+    connection: Any = redis  # redis-py's replies are typed for either decoding; these are bytes
+    found: dict[bytes, Any] = {}
+    for key in sorted(connection.keys("*")):
+        kind = connection.type(key)
+        value: Any
+        if kind == b"hash":
+            fields = connection.hgetall(key)
+            if key.startswith(b"rq:worker:"):  # its birth, pid, working time: the process's own
+                fields = {name: fields[name] for name in WORKER_FIELDS if name in fields}
+            value = {name: _normal(raw) for name, raw in fields.items()}
+        elif kind == b"zset":
+            members = connection.zrange(key, 0, -1, withscores=True)
+            value = {_normal(member): score for member, score in members}
+        elif kind == b"set":
+            value = sorted(_normal(member) for member in connection.smembers(key))
+        elif kind == b"list":
+            value = [_normal(item) for item in connection.lrange(key, 0, -1)]
+        elif kind == b"stream":
+            value = [
+                {name: _normal(raw) for name, raw in fields.items()} for _id, fields in connection.xrange(key)
+            ]
+        else:
+            value = _normal(connection.get(key) or b"")
+        found[_normal(key)] = (kind, value, connection.ttl(key))
+    return found
+
+
+def assert_same(fast: dict[bytes, Any], rq: dict[bytes, Any]) -> None:
+    assert fast.keys() == rq.keys()
+    for key, (kind, value, ttl) in fast.items():
+        rq_kind, rq_value, rq_ttl = rq[key]
+        assert kind == rq_kind, key
+        assert (ttl < 0) == (rq_ttl < 0), (key, ttl, rq_ttl)
+        assert abs(ttl - rq_ttl) <= SECONDS, (key, ttl, rq_ttl)
+        if kind == b"zset":
+            assert value.keys() == rq_value.keys(), key
+            for member, score in value.items():
+                assert score == rq_value[member] or abs(score - rq_value[member]) <= SECONDS, (key, member)
+        else:
+            assert value == rq_value, key
+
+
+@pytest.fixture
+def run_once(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., tuple[Redis, list[bool]]]]:
+    """Run `prepare`'s jobs to the end in a fresh Redis with a simple worker; with `fast`, or RQ's
+    own end. Returns the connection and, for each end, whether the fast end wrote it."""
+    opened: list[Redis] = []
+
+    def run(prepare: Callable[[Queue], None], fast: bool) -> tuple[Redis, list[bool]]:
+        connection = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+        opened.append(connection)
+        prepare(Queue("default", connection=connection, serializer=JSONSerializer))
+        worker = build_worker(connection, kind="simple", name=WORKER, registry=registry)
+        ends: list[bool] = []
+        commit = worker.commit
+
+        def spy(group: Group) -> bool:
+            ends.append(commit(group))
+            return ends[-1]
+
+        monkeypatch.setattr(worker, "commit", spy)
+        if not fast:
+            monkeypatch.setattr(worker_module, "fast_end", lambda *args: None)
+        worker.work(burst=True, with_scheduler=False)
+        monkeypatch.undo()
+        return connection, ends
+
+    yield run
+    for connection in opened:
+        connection.close()
+
+
+def _one(**options: Any) -> Callable[[Queue], None]:
+    def prepare(queue: Queue) -> None:
+        queue.enqueue_call(double.path, kwargs={"n": 21}, job_id=JOB_ID, **options)
+
+    return prepare
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"result_ttl": 60}, {"result_ttl": -1}, {"ttl": 600, "failure_ttl": 30}, {"description": "ü"}],
+    ids=["defaults", "result kept 60 s", "result kept forever", "ttls", "description"],
+)
+def test_the_fast_end_writes_what_rqs_own_writes(
+    options: dict[str, Any], run_once: Callable[..., tuple[Redis, list[bool]]]
+) -> None:
+    fast, fast_ends = run_once(_one(**options), fast=True)
+    rq, rq_ends = run_once(_one(**options), fast=False)
+    assert fast_ends == [True]  # the fast end wrote it
+    assert rq_ends == []  # RQ's own did
+    assert Job.fetch(JOB_ID, connection=fast, serializer=JSONSerializer).return_value() == 42
+    assert_same(snapshot(fast), snapshot(rq))
+
+
+def test_a_job_kept_for_0_seconds_is_ended_by_rqs_own(
+    run_once: Callable[..., tuple[Redis, list[bool]]],
+) -> None:
+    connection, ends = run_once(_one(result_ttl=0), fast=True)
+    assert ends == []
+    assert not connection.exists(f"rq:job:{JOB_ID}")  # RQ deleted it at once
+
+
+def test_a_job_with_dependents_falls_back_to_rqs_own_which_enqueues_them(
+    run_once: Callable[..., tuple[Redis, list[bool]]],
+) -> None:
+    def prepare(queue: Queue) -> None:
+        queue.enqueue_call(double.path, kwargs={"n": 1}, job_id=JOB_ID)
+        queue.enqueue_call(double.path, kwargs={"n": 2}, job_id=DEPENDENT_ID, depends_on=Dependency([JOB_ID]))
+
+    fast, ends = run_once(prepare, fast=True)
+    rq, _ = run_once(prepare, fast=False)
+    assert ends == [False, True]  # the first's guard saw its dependent; the dependent had none
+    dependent = Job.fetch(DEPENDENT_ID, connection=fast, serializer=JSONSerializer)
+    assert dependent.get_status() == JobStatus.FINISHED
+    assert dependent.return_value() == 4
+    assert_same(snapshot(fast), snapshot(rq))
+
+
+def test_the_guard_and_the_writes_are_one_step(connection: Redis) -> None:
+    # A dependent that appears between the job's run and its end is seen by the guard: the group
+    # writes nothing, so RQ's own end (with its WATCH) handles it.
+    connection.sadd(f"rq:job:{JOB_ID}:dependents", DEPENDENT_ID)
+    commands = [("HSET", f"rq:job:{JOB_ID}", "status", "finished")]
+    held = run_groups(connection, [Group(commands, ("EXISTS", f"rq:job:{JOB_ID}:dependents"), 0)])
+    assert held == [False]
+    assert not connection.exists(f"rq:job:{JOB_ID}")
