@@ -265,11 +265,16 @@ registry = Registry()
 job = registry.job
 
 
+def current_job() -> Job | None:
+    """The RQ job the calling code runs in, sync or `async def`, on any worker kind; None outside one."""
+    return get_current_job() or _async_job.get()
+
+
 def report_progress(fraction: float, message: str = "") -> None:
     """Save the running job's progress (0 to 1) where the API shows it; a no-op outside a worker."""
     if not 0 <= fraction <= 1:
         raise ValueError(f"progress must be between 0 and 1, got {fraction}")
-    current = get_current_job() or _async_job.get()
+    current = current_job()
     if current is None:
         return
     current.meta["progress"] = {"fraction": fraction, "message": message}

@@ -34,6 +34,12 @@ WORKERS = (
     # As Celery prefork -c 2: the pool's children run the jobs, in-process, many each.
     WorkerSetting("offload pool 2", ("--kind", "simple", "--processes", "2"), slots=2,
                   note="a parent and two child processes"),
+    # As SAQ, arq and taskiq: one process, many jobs at once; (b) with `async def` jobs.
+    WorkerSetting("offload concurrent 50, async jobs", ("--kind", "concurrent", "--concurrency", "50"),
+                  slots=50, io_job="io_wait_async"),
+    # As Celery and Dramatiq threads: (b) with plain (sync) jobs, one thread each.
+    WorkerSetting("offload concurrent 16, sync jobs", ("--kind", "concurrent", "--concurrency", "16"),
+                  slots=16),
 )  # fmt: skip
 
 
@@ -64,13 +70,15 @@ class Offload:
         jobs: dict[str, RegisteredJob[..., Any]] = {
             "tick": offload_jobs.tick,
             "io_wait": offload_jobs.io_wait,
+            "io_wait_async": offload_jobs.io_wait_async,
             "stamp": offload_jobs.stamp,
         }
         connection = redis.Redis.from_url(redis_url)
         try:
             enqueue(connection, jobs["tick"], [jobs["tick"].input_model()])
             registered = jobs[job]
-            model = registered.input_model(seconds=seconds) if job == "io_wait" else registered.input_model()
+            waits = job.startswith("io_wait")
+            model = registered.input_model(seconds=seconds) if waits else registered.input_model()
             for start in range(0, count, BATCH):
                 enqueue(connection, registered, [model] * min(BATCH, count - start))
         finally:

@@ -6,18 +6,17 @@ connection RQ already holds for the running job, as raw RQ's do (apps/rq_app.py)
 
 from __future__ import annotations
 
+import asyncio
 import time
 
-from rq.job import get_current_job
-
-from service.catalog import job
+from service.catalog import current_job, job
 
 DONE = "bench:done"  # the same keys as apps/bench_common.py
 STARTED = "bench:started"
 
 
 def _push(key: str) -> None:
-    current = get_current_job()
+    current = current_job()
     if current is None:
         raise RuntimeError("a bench job runs inside a worker")
     current.connection.rpush(key, repr(time.time()))
@@ -33,6 +32,13 @@ def tick() -> None:
 def io_wait(seconds: float = 0.5) -> None:
     """Wait on I/O (a sleep), then mark the end."""
     time.sleep(seconds)
+    _push(DONE)
+
+
+@job(queue="default", timeout=60)
+async def io_wait_async(seconds: float = 0.5) -> None:
+    """Wait on I/O the asyncio way, then mark the end (the push, a few microseconds, in a thread)."""
+    await asyncio.sleep(seconds)
     _push(DONE)
 
 

@@ -110,7 +110,7 @@ class Measurement:
         if self.scenario == "io":
             count = io_count(args, setting)
             budget = 3 * IO_SECONDS * count / setting.slots + 30
-            seconds = drain_seconds(run, system, setting, "io_wait", count, IO_SECONDS, timeout=budget)
+            seconds = drain_seconds(run, system, setting, setting.io_job, count, IO_SECONDS, timeout=budget)
             return seconds * int(args.io_jobs) / count
         return pickup_ms(run, system, setting, pickup_count(args, setting))
 

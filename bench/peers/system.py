@@ -32,6 +32,7 @@ class WorkerSetting:
     scenarios: tuple[str, ...] = SCENARIOS[:3]  # which of the worker scenarios it runs in
     drain_cap: int | None = None  # (a) gives it at most this many jobs: a fork per job is slow
     pickup_cap: int | None = None  # (c) makes at most this many calls: a slow poll takes long
+    io_job: str = "io_wait"  # (b)'s job: offload has a sync and an async one (peers: their own kind)
     note: str = ""  # a footnote for the table
 
 

@@ -46,8 +46,9 @@ from rq.timeouts import BaseDeathPenalty, JobTimeoutException
 from rq.utils import now
 from rq.worker import BaseWorker, WorkerStatus
 
+from service.store.atomic import Group, GroupCommit
 from service.worker.job import registered_job
-from service.worker.recovery import heartbeat_ttl
+from service.worker.recovery import ClaimLostError, claim_many, expire_stale, heartbeat_ttl
 from service.worker.shutdown import DEFAULT_GRACE_SECONDS, RUN_FIELDS, requeue
 from service.worker.worker import OffloadWorker
 
@@ -168,6 +169,8 @@ class ConcurrentWorker(OffloadWorker, _Dispatch):
         self._monitor: threading.Thread | None = None
         self._waiting = False  # in a wait a stop may cut short (for a free slot, for a job)
         self._grace_ends = math.inf  # monotonic, once a warm shutdown started
+        self._taken: list[tuple[Job, Queue]] = []  # taken with the job RQ's loop got, for _dispatch
+        self._commits = GroupCommit(self.connection)
 
     # -- the work loop (main thread) -------------------------------------------------------
 
@@ -181,22 +184,69 @@ class ConcurrentWorker(OffloadWorker, _Dispatch):
                     self._changed.wait(1)
             if self._stop_requested:
                 raise StopRequested()
+            taken = self._take_free_slots()
+            if taken:
+                return taken
             return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
         finally:
             self._waiting = False
 
+    def _take_free_slots(self) -> tuple[Job, Queue] | None:
+        """As many jobs as there are free slots, in one round trip (none waiting: None, and RQ's
+        dequeue waits for one). The first is returned to RQ's loop; the others go with it to
+        `_dispatch`, in the same step, so none of them waits taken but unrun."""
+        free = self.concurrency - len(self._runs)
+        if free < 2:
+            return None
+        taken = self.queue_class.take(  # type: ignore[attr-defined]  # SafeQueue's (build_worker)
+            self._ordered_queues,
+            free,
+            None,
+            self.connection,
+            job_class=self.job_class,
+            serializer=self.serializer,
+            death_penalty_class=self.death_penalty_class,
+        )
+        if not taken:
+            return None
+        first: tuple[Job, Queue] = taken[0]
+        self._taken = taken[1:]
+        version = self.get_redis_server_version()  # type: ignore[no-untyped-call]
+        for job, _queue in taken:
+            job.redis_server_version = version  # as RQ's dequeue sets it
+        return first
+
     def _dispatch(self, job: Job, queue: Queue) -> None:
-        before = {name: getattr(job, name) for name in RUN_FIELDS}
-        # Its thread changes this very object (progress in meta): a requeue restores it from here.
-        before["meta"] = copy.deepcopy(job.meta)
-        execution = self.prepare_execution(job)  # the claim, in this thread: raises if lost
-        registered = registered_job(job)
-        run = Run(job, queue, execution, before, is_async=registered is not None and registered.is_async)
-        with self._changed:
-            self._runs[execution.id] = run
+        """Claim the job, and any taken with it, in one round trip, and hand each to a slot thread."""
+        more, self._taken = self._taken, []
+        batch = [(job, queue)] + [(each, where) for each, where in more if not expire_stale(self, each)]
+        befores = []
+        for each, _where in batch:
+            before = {name: getattr(each, name) for name in RUN_FIELDS}
+            # Its thread changes this very object (progress in meta): a requeue restores it from here.
+            before["meta"] = copy.deepcopy(each.meta)
+            befores.append(before)
+        executions = claim_many(self, [each for each, _where in batch])
+        for (each, where), before, execution in zip(batch, befores, executions, strict=True):
+            if execution is None:  # a sweep gave it back first (this worker stalled): not ours
+                if each is not job:
+                    self.log.warning("job %s: given back to its queue before this worker claimed it", each.id)
+                continue
+            self.executions[execution.id] = execution
+            registered = registered_job(each)
+            is_async = registered is not None and registered.is_async
+            run = Run(each, where, execution, before, is_async=is_async)
+            with self._changed:
+                self._runs[execution.id] = run
+            self._start_threads()
+            self._tasks.put(run)
+        if executions[0] is None:
+            raise ClaimLostError(job.id)  # OffloadWorker.execute_job says so
         self.set_state(WorkerStatus.BUSY)  # a run that just ended may have marked the worker idle
-        self._start_threads()
-        self._tasks.put(run)
+
+    def commit(self, group: Group) -> bool:
+        """A run's end shares its round trip with the ends of the other runs finishing meanwhile."""
+        return self._commits.run(group)
 
     def _start_threads(self) -> None:
         if self._monitor is None:

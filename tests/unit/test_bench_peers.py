@@ -17,7 +17,7 @@ from bench.peers.run import drain_count, io_count, parse
 from bench.peers.system import APPS, SCENARIOS, Peer, WorkerSetting
 from bench.peers.table import Cell, Column, Line, render
 from bench.peers.venvs import WEB_PINS, stamp_text
-from service.worker.main import WORKER_KINDS as WORKER_CLASSES
+from service.worker.main import WORKER_KINDS
 
 PEERS: list[Peer] = [celery.PEER, dramatiq.PEER, arq.PEER, saq.PEER, taskiq.PEER, rq.PEER]
 
@@ -47,7 +47,7 @@ def test_row_labels_are_unique() -> None:
 def test_offload_rows_name_real_worker_kinds() -> None:
     for setting in WORKERS:
         kind = setting.command[setting.command.index("--kind") + 1]
-        assert kind in WORKER_CLASSES
+        assert kind in WORKER_KINDS
 
 
 def test_venv_stamp_holds_the_web_pins_in_order() -> None:
