@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install browser run test lint typecheck pytest format bench bench-peers clean soak client
+.PHONY: install browser run test lint typecheck pytest format bench bench-peers clean soak client typescript
 
 install: $(VENV)/.installed
 
@@ -55,6 +55,11 @@ soak: install
 ## fails until it is.
 client: install
 	$(BIN)/python -m service.dev.openapi | $(BIN)/python -m offload_client.generate - --out client/offload_client/generated.py
+
+## typescript: TypeScript types from the app's /openapi.json (openapi-typescript) and an example that
+## tsc --strict checks against them (client/typescript); needs node and npm. CI runs it.
+typescript: install
+	PYTHON=$(BIN)/python scripts/typescript-check
 
 format: install
 	$(BIN)/ruff check --fix .
