@@ -3,9 +3,12 @@ never make a second job."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -145,3 +148,20 @@ def test_an_enqueue_gives_up_after_the_deadline(bridge: AppBridge, fault: Fault)
     assert 5 <= len(bridge.requests) <= 25
     if fault == "refuse":
         assert type(raised.value.__cause__).__name__ == "ConnectError"
+
+
+def test_the_package_stands_alone(tmp_path: Path) -> None:
+    # Isolated, away from the repository: only what `pip install ./client` gives can be imported.
+    code = (
+        "import sys, offload_client; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'service', 'jobs'}))"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-I", "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert shown.stdout.strip() == "[]"
