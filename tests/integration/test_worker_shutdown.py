@@ -128,7 +128,7 @@ def test_a_job_longer_than_the_grace_period_goes_back_to_the_front_of_its_queue(
     assert_requeued_at_front(stack, job, behind, retries_left=2)
 
     # The next worker runs it first, to the end, once.
-    env = child_env(REDIS_URL=stack.redis_url)
+    env = child_env(REDIS_URL=stack.redis_url, **FORK)
     successor = start_logged("worker2", procfile_commands()["worker"], tmp_path / "worker2.log", env)
     try:
         ended = stack.wait_for_job(job, 20)
