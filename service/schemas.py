@@ -126,6 +126,16 @@ class CatalogEntry(BaseModel):
     ttl: int | None = Field(
         None, description="Seconds a job may wait queued; not started by then, it is canceled unrun"
     )
+    unique_by: list[str] | None = Field(
+        None,
+        description="Unique jobs only: the input fields whose values key them; an enqueue with the "
+        "values of a job still in `unique_while` returns that job (200, Offload-Duplicate-Of)",
+    )
+    unique_while: str | None = Field(
+        None,
+        description="How long a unique job holds its values: `queued` (until it starts), `running` "
+        "(until it ends) or `finished_for=N` (and N seconds after it finished)",
+    )
     input_schema: dict[str, Any]
     schedule: CatalogSchedule | None = Field(None, description="Periodic jobs only: the clock's schedule")
 

@@ -55,9 +55,12 @@ class IdempotencyConflictError(EnqueueError):
 class Enqueued:
     """The jobs an enqueue wrote or, `replayed`, the ids of those the key's first request wrote."""
 
-    ids: list[str]
-    jobs: list[NewJob] = field(default_factory=list)  # as written; empty for a replay
+    ids: list[str]  # one per input: the job written for it, or the one it duplicates
+    jobs: list[NewJob] = field(default_factory=list)  # as written, in order; empty for a replay
     replayed: bool = False
+    # Places (0-based) of inputs of a unique job that got an existing job, or one written for an
+    # earlier input of the same request, instead of a new one (service/store/unique.py).
+    duplicates: list[int] = field(default_factory=list)
 
 
 def enqueue(
@@ -114,12 +117,18 @@ def _outcome(write: Write, reply: list[Any], options: EnqueueOptions) -> Enqueue
         record = json.loads(reply[1])
         if record["fingerprint"] != write.fingerprint:
             raise IdempotencyConflictError
-        return Enqueued(ids=list(record["job_ids"]), replayed=True)
+        return Enqueued(ids=list(record["job_ids"]), replayed=True, duplicates=record.get("duplicates", []))
     if what == "missing":
         raise UnknownDependencyError([options.depends_on[int(d) - 1] for d in reply[1:]])
     assert what == "written", reply
     jobs = deferred(write.jobs) if _text(reply[2]) == "deferred" else write.jobs
-    return Enqueued(ids=[job.id for job in jobs], jobs=jobs)
+    ids = [job.id for job in jobs]
+    if len(reply) == 3:  # no duplicate: every input got the job written for it
+        return Enqueued(ids=ids, jobs=jobs)
+    owners = {int(place) - 1: _text(owner) for place, owner in zip(reply[3::2], reply[4::2], strict=True)}
+    ids = [owners.get(n, job_id) for n, job_id in enumerate(ids)]
+    written = [job for n, job in enumerate(jobs) if n not in owners]
+    return Enqueued(ids=ids, jobs=written, duplicates=sorted(owners))
 
 
 def _text(value: bytes | str) -> str:

@@ -4,8 +4,10 @@ RQ builds a job's hash once per (job, options), as a template; a request fills i
 from one job to the next (id, input, timestamps), and one EVALSHA writes everything RQ's
 `Queue.enqueue_call` / `enqueue_at` would, plus offload's listing index, counters and wake list,
 atomically. The script also reads what decides the write: the idempotency record (a replay
-writes nothing) and the dependencies' statuses (unmet: the jobs are deferred, as RQ's
-`setup_dependencies` does), so no WATCH, no retry and no second writer are needed.
+writes nothing), the dependencies' statuses (unmet: the jobs are deferred, as RQ's
+`setup_dependencies` does) and, for a unique job, each input's lock and its owner's status (a
+duplicate is not written: service/store/unique.py), so no WATCH, no retry and no second writer
+are needed.
 tests/unit/test_enqueue.py compares the Redis state it leaves with RQ's own.
 """
 
@@ -27,12 +29,14 @@ from rq.utils import get_call_string, now, utcformat
 from service.connection import Packed
 from service.store.layout import (
     INDEX_RETENTION_SECONDS,
+    JOB_KEY_PREFIX,
     dependencies_key,
     dependents_key,
     job_key,
 )
 from service.store.options import EnqueueOptions, Idempotency
 from service.store.template import template_for
+from service.store.unique import NOT_UNIQUE
 from service.store.wake import MAX_TOKENS
 
 if TYPE_CHECKING:
@@ -41,20 +45,39 @@ if TYPE_CHECKING:
 # KEYS: 1 rq:queues, 2 the queue, 3 where the jobs go (the queue, or its scheduled registry),
 # 4-6 the listing indexes, 7 the counters, 8 the queue's wake list (service/store/wake.py),
 # 9 the idempotency record, 10 the deferred registry; then per dependency its hash, then per
-# dependency its dependents set; then per job its hash and its dependencies set.
+# dependency its dependents set; then per job its hash, its dependencies set and, for a unique
+# job, its lock.
 # ARGV: 1 how the jobs go (RPUSH, LPUSH or ZADD), 2 the listing's trim score, 3 the counter field,
 # 4 the number of hash fields and values per job, 5 the number of dependencies, 6 '1' if a failed
 # dependency counts as met, 7 the idempotency record ('' for none), 8 its TTL, 9 now (Unix seconds,
-# the deferred registry's score); then per job: its id, its score in the scheduled registry ('' if
-# none), its listing score, its hash's fields and values.
-# Returns {'written', n, 'deferred' or 'as asked'}, {'replay', the stored record} or
-# {'missing', the unknown dependencies' places in the list...}.
+# the deferred registry's score), 10 the uniqueness mode ('' for none, 'queued', 'running',
+# 'finished'), 11 the oldest ended_at a 'finished' mode covers, 12 the locks' TTL; then per job:
+# its id, its score in the scheduled registry ('' if none), its listing score, its hash's fields
+# and values.
+# Returns {'written', n, 'deferred' or 'as asked', then per duplicate its place and its owner's
+# id}, {'replay', the stored record} or {'missing', the unknown dependencies' places...}.
 WRITE_SCRIPT = """
 local how, trim, counter, width = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local deps, allow_failure, record = tonumber(ARGV[5]), ARGV[6] == '1', ARGV[7]
+local mode, cutoff = ARGV[10], ARGV[11]
 if record ~= '' then
   local stored = redis.call('GET', KEYS[9])
   if stored then return {'replay', stored} end
+end
+-- The job that holds a unique job's lock, if its status is one the mode covers; else the lock
+-- is stale (its owner ended, or its record is gone) and free.
+local function owner_of(lock)
+  local owner = redis.call('GET', lock)
+  if not owner then return nil end
+  local state = redis.call('HMGET', 'JOB_HASH_PREFIX' .. owner, 'status', 'ended_at')
+  local status = state[1]
+  if status == 'queued' or status == 'scheduled' or status == 'deferred' then return owner end
+  if mode == 'queued' then return nil end
+  if status == 'started' then return owner end
+  if mode == 'finished' and status == 'finished' and state[2] and state[2] >= cutoff then
+    return owner
+  end
+  return nil
 end
 local deferred, missing = false, {}
 for d = 1, deps do
@@ -71,50 +94,79 @@ if #missing > 0 then
   return reply
 end
 local first = 10 + 2 * deps
-local count = (#KEYS - first) / 2
-local listed = {}
-local at = 10
+local stride = mode ~= '' and 3 or 2
+local count = (#KEYS - first) / stride
+local listed, duplicates, written = {}, {}, 0
+local at = 13
 for i = 1, count do
-  local id, job = ARGV[at], KEYS[first + 2 * i - 1]
-  redis.call('SADD', KEYS[1], KEYS[2])
-  redis.call('HSET', job, unpack(ARGV, at + 3, at + 2 + width))
-  if deferred then
-    -- RQ's setup_dependencies: the job waits in the deferred registry for its dependencies
-    redis.call('HSET', job, 'status', 'deferred')
-    redis.call('HDEL', job, 'enqueued_at')
-    redis.call('ZADD', KEYS[10], ARGV[9], id)
-    for d = 1, deps do
-      redis.call('SADD', KEYS[10 + deps + d], id)
-      redis.call('SADD', KEYS[first + 2 * i], string.sub(KEYS[10 + d], JOB_PREFIX_LENGTH + 1))
-    end
+  local id, base = ARGV[at], first + stride * (i - 1)
+  local job = KEYS[base + 1]
+  local owner = mode ~= '' and owner_of(KEYS[base + 3]) or nil
+  if owner then
+    -- a duplicate: its job is the owner, whether an earlier request or this one wrote it
+    duplicates[#duplicates + 1] = i
+    duplicates[#duplicates + 1] = owner
   else
-    if how == 'ZADD' then
-      redis.call('ZADD', KEYS[3], ARGV[at + 1], id)
+    redis.call('SADD', KEYS[1], KEYS[2])
+    redis.call('HSET', job, unpack(ARGV, at + 3, at + 2 + width))
+    if deferred then
+      -- RQ's setup_dependencies: the job waits in the deferred registry for its dependencies
+      redis.call('HSET', job, 'status', 'deferred')
+      redis.call('HDEL', job, 'enqueued_at')
+      redis.call('ZADD', KEYS[10], ARGV[9], id)
+      for d = 1, deps do
+        redis.call('SADD', KEYS[10 + deps + d], id)
+        redis.call('SADD', KEYS[base + 2], string.sub(KEYS[10 + d], JOB_PREFIX_LENGTH + 1))
+      end
     else
-      redis.call(how, KEYS[3], id)
+      if how == 'ZADD' then
+        redis.call('ZADD', KEYS[3], ARGV[at + 1], id)
+      else
+        redis.call(how, KEYS[3], id)
+      end
     end
+    if mode ~= '' then redis.call('SET', KEYS[base + 3], id, 'EX', ARGV[12]) end
+    listed[#listed + 1] = ARGV[at + 2]
+    listed[#listed + 1] = id
+    written = written + 1
   end
-  listed[#listed + 1] = ARGV[at + 2]
-  listed[#listed + 1] = id
   at = at + 3 + width
 end
-for k = 4, 6 do
-  -- in slices: Lua's unpack takes a few thousand values at most
-  for slice = 1, #listed, 1000 do
-    redis.call('ZADD', KEYS[k], unpack(listed, slice, math.min(slice + 999, #listed)))
+if written > 0 then
+  for k = 4, 6 do
+    -- in slices: Lua's unpack takes a few thousand values at most
+    for slice = 1, #listed, 1000 do
+      redis.call('ZADD', KEYS[k], unpack(listed, slice, math.min(slice + 999, #listed)))
+    end
+    redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', trim)
   end
-  redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', trim)
+  redis.call('HINCRBY', KEYS[7], counter, written)
+  if how ~= 'ZADD' and not deferred then
+    for i = 1, math.min(written, MAX_TOKENS) do redis.call('RPUSH', KEYS[8], '1') end
+    redis.call('LTRIM', KEYS[8], -MAX_TOKENS, -1)
+  end
 end
-redis.call('HINCRBY', KEYS[7], counter, count)
-if how ~= 'ZADD' and not deferred then
-  for i = 1, math.min(count, MAX_TOKENS) do redis.call('RPUSH', KEYS[8], '1') end
-  redis.call('LTRIM', KEYS[8], -MAX_TOKENS, -1)
+if record ~= '' then
+  if #duplicates > 0 then
+    -- a replay must name the jobs this request got, and which of them it did not write
+    local stored = cjson.decode(record)
+    stored['duplicates'] = {}
+    for k = 1, #duplicates, 2 do
+      stored['job_ids'][duplicates[k]] = duplicates[k + 1]
+      table.insert(stored['duplicates'], duplicates[k] - 1)
+    end
+    record = cjson.encode(stored)
+  end
+  redis.call('SET', KEYS[9], record, 'EX', ARGV[8])
 end
-if record ~= '' then redis.call('SET', KEYS[9], record, 'EX', ARGV[8]) end
-return {'written', count, deferred and 'deferred' or 'as asked'}
+local reply = {'written', written, deferred and 'deferred' or 'as asked'}
+for _, value in ipairs(duplicates) do reply[#reply + 1] = value end
+return reply
 """
-WRITE_SCRIPT = WRITE_SCRIPT.replace("MAX_TOKENS", str(MAX_TOKENS)).replace(
-    "JOB_PREFIX_LENGTH", str(len(job_key("")))
+WRITE_SCRIPT = (
+    WRITE_SCRIPT.replace("MAX_TOKENS", str(MAX_TOKENS))
+    .replace("JOB_PREFIX_LENGTH", str(len(JOB_KEY_PREFIX)))
+    .replace("JOB_HASH_PREFIX", JOB_KEY_PREFIX)
 )
 WRITE_SCRIPT_SHA = hashlib.sha1(WRITE_SCRIPT.encode()).hexdigest()  # noqa: S324 (Redis' script id)
 _EVALSHA = Packed(["EVALSHA", WRITE_SCRIPT_SHA])
@@ -162,6 +214,7 @@ def prepare(
     ids = [str(uuid.uuid4()) for _ in inputs]
     record = json.dumps({"fingerprint": fingerprint, "job_ids": ids}) if idempotency is not None else ""
     deps = options.depends_on
+    unique = registered.unique
     keys: list[Any] = [template.keys, idempotency.redis_key if idempotency is not None else ""]
     keys += [template.deferred, *map(job_key, deps), *map(dependents_key, deps)]
     args: list[Any] = [
@@ -174,6 +227,7 @@ def prepare(
         record,
         idempotency.ttl if idempotency is not None else 0,
         int(stamp.timestamp()),  # RQ's current_timestamp(), the deferred registry's score
+        *(unique.script_args(stamp, due) if unique is not None else NOT_UNIQUE),
     ]
     jobs = []
     runs = template.runs
@@ -184,6 +238,8 @@ def prepare(
         if template.enqueued_at is not None:
             own[template.enqueued_at] = formatted
         keys += (job_key(job_id), dependencies_key(job_id))
+        if unique is not None:
+            keys.append(unique.lock_key(registered.name, kwargs))
         args += (job_id, "" if due is None else due, first + n, runs[0])
         for slot, run in zip(template.slots, runs[1:], strict=True):
             args += (own[slot], run)

@@ -67,6 +67,9 @@ CASES: dict[str, tuple[str, list[dict[str, Any]], EnqueueOptions]] = {
     ),
     "batch": ("word_count", [{"text": str(n) * 100} for n in range(5)], EnqueueOptions(retries=1)),
     "waits": ("word_count", [{"text": "a"}, {"text": "b"}], EnqueueOptions(depends_on=(DEPENDENCY,))),
+    "unique": ("sync_account", [{"account_id": 1}, {"account_id": 2}], EnqueueOptions()),
+    "unique scheduled": ("sync_account", [{"account_id": 1}], EnqueueOptions(at=AT)),
+    "unique waits": ("sync_account", [{"account_id": 1}], EnqueueOptions(depends_on=(DEPENDENCY,))),
     "may fail": (
         "word_count",
         [{"text": "a"}],

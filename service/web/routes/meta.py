@@ -40,6 +40,8 @@ def read_catalog(registry: RegistryDep, connection: ConnectionDep) -> list[Catal
             retry_intervals=list(job.defaults.retry_intervals),
             result_ttl=job.defaults.result_ttl,
             ttl=job.defaults.ttl,
+            unique_by=list(job.unique.by) if job.unique is not None else None,
+            unique_while=job.unique.declared if job.unique is not None else None,
             input_schema=job.input_model.model_json_schema(),
             schedule=CatalogSchedule(
                 cron=job.schedule.cron,
