@@ -63,8 +63,13 @@ def start_run(job: Job, name: str) -> None:
     _running[job.id] = _Run(span, token, threading.get_ident())
 
 
-def end_run(job: Job, name: str, outcome: str, *, flush: bool = False) -> None:
-    """End the run's span with its outcome; `flush` exports it now (a work horse about to exit)."""
+def end_run(
+    job: Job, name: str, outcome: str, *, flush: bool = False, started: datetime | None = None
+) -> None:
+    """End the run's span with its outcome; `flush` exports it now (a work horse about to exit).
+
+    `started`: when the run started, if the job no longer says (a graceful stop's requeue restores
+    the job as it was before the run)."""
     if not tracing.enabled():
         return
     from opentelemetry import context
@@ -73,7 +78,7 @@ def end_run(job: Job, name: str, outcome: str, *, flush: bool = False) -> None:
     run = _running.pop(job.id, None)
     if run is None:  # started in another process: RQ has already counted a retry it queued
         number = attempt(job) - (1 if outcome == "retried" else 0)
-        span = _span(job, name, number, job.started_at)
+        span = _span(job, name, number, started or job.started_at)
     else:
         span = run.span
     span.set_attribute("offload.job.outcome", outcome)

@@ -8,7 +8,10 @@ import asyncio
 import io
 import json
 import logging
+import os
 import signal
+import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
@@ -28,6 +31,7 @@ from service.catalog import RegisteredJob, Registry
 from service.logs import HANDLER_NAME, configure_logging, request_id_var
 from service.store.control import requeue
 from service.store.layout import job_key
+from service.worker.concurrent import ConcurrentWorker
 from service.worker.main import build_worker
 from service.worker.trace import end_run
 
@@ -180,6 +184,39 @@ def test_spans_a_job_makes_are_children_of_its_run_in_threads_and_on_the_shared_
         parent = inner[work_name].parent
         assert parent is not None
         assert (parent.trace_id, parent.span_id) == ids(runs[name])
+
+
+def test_a_run_a_stopping_worker_requeues_ends_its_span_interrupted(
+    spans: InMemorySpanExporter, connection: Redis, registry: Registry
+) -> None:
+    @registry.job()
+    def polling() -> None:  # answers the worker's interruption at once
+        while True:
+            time.sleep(0.02)
+
+    job = from_a_request(connection, polling)
+    worker = build_worker(connection, kind="concurrent", registry=registry)
+    assert isinstance(worker, ConcurrentWorker)
+    worker.grace_seconds = 0.2
+
+    def stop_once_running() -> None:
+        deadline = time.monotonic() + 10
+        while not worker._runs and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=stop_once_running, daemon=True).start()
+    try:
+        worker.work(burst=False, with_scheduler=False)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    assert Job.fetch(job.id, connection=connection, serializer=JSONSerializer).get_status() == "queued"
+    [send] = of_kind(spans, SpanKind.PRODUCER)
+    [run] = of_kind(spans, SpanKind.CONSUMER)
+    assert (run.attributes or {})["offload.job.outcome"] == "interrupted"
+    assert run.parent is not None
+    assert (run.parent.trace_id, run.parent.span_id) == ids(send)
 
 
 @pytest.fixture
