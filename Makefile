@@ -3,11 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install browser run test lint typecheck pytest format bench bench-peers clean soak
+.PHONY: install browser run test lint typecheck pytest format bench bench-peers clean soak client typescript
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt client/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
@@ -49,6 +49,17 @@ bench-peers: install
 ## soak: the fault soak (bench/soak): workers killed at random, every accepted job accounted for
 soak: install
 	$(BIN)/python -m pytest -m soak tests/integration/test_soak.py $(PYTEST_ARGS)
+
+## client: write the Python client's typed module (client/offload_client/generated.py) from the app's
+## OpenAPI schema again, after a job, an option or a view changed; tests/unit/test_client_generate.py
+## fails until it is.
+client: install
+	$(BIN)/python -m service.dev.openapi | $(BIN)/python -m offload_client.generate - --out client/offload_client/generated.py
+
+## typescript: TypeScript types from the app's /openapi.json (openapi-typescript) and an example that
+## tsc --strict checks against them (client/typescript); needs node and npm. CI runs it.
+typescript: install
+	PYTHON=$(BIN)/python scripts/typescript-check
 
 format: install
 	$(BIN)/ruff check --fix .

@@ -40,7 +40,15 @@ class SoakConfig:
     drain_timeout: float = 120.0  # after the queues empty: abandoned jobs need a sweep to recover
     min_rate: float = 10.0  # jobs/s: a load slower than this (plus 5 minutes) is a stalled soak
     seed: int = 1
+    kind: str = "fork"  # the workers' --kind: fork (killed: workers, horses) or concurrent (workers, SIGTERM)
     log_level: str = "WARNING"  # INFO writes lines per job: more CPU in logging than in jobs
+
+    @classmethod
+    def for_kind(cls, kind: str, **overrides: Any) -> SoakConfig:
+        """The soak of `kind`'s workers: a concurrent one drains 5 ms jobs before the first kill, so
+        its jobs last longer and its kills come sooner (`overrides` win)."""
+        settings: dict[str, Any] = {"job_ms": 50.0, "kill_every": (0.5, 2.0)} if kind == "concurrent" else {}
+        return cls(**{**settings, **overrides, "kind": kind})
 
 
 @dataclass
@@ -74,7 +82,8 @@ class SoakReport:
         waits = self.abandoned_found_after.values()
         found = f"{len(waits)} of {after['started']}" + (f", in {max(waits):.1f} s at most" if waits else "")
         outcomes = ", ".join(f"{count} {status}" for status, count in sorted(after.items()))
-        horse_hits = sum(k.job_id is not None for k in self.kills if k.kind == "horse")
+        other_hits = sum(k.job_id is not None for k in self.kills if k.kind != "worker")
+        other = " and ".join(KILL_KINDS[config.kind][1:])
         rows = [
             ("accepted (job ids answered 202)", f"{a.accepted:,}"),
             ("finished", f"{a.count('finished'):,}"),
@@ -86,7 +95,7 @@ class SoakReport:
             ("jobs with two final results", f"{a.duplicated:,}"),
             ("left in the started registries", f"{a.started_left:,}"),
             ("worker kills: the job's status after", f"{len(worker_kills)}: {outcomes}"),
-            ("work horse kills (a job cut off)", f"{len(self.kills) - len(worker_kills)} ({horse_hits})"),
+            (f"{other} kills (while a job ran)", f"{len(self.kills) - len(worker_kills)} ({other_hits})"),
             ("abandoned (started, worker dead): swept", found),
             ("failed: kills used up a job's retries", f"{a.failed_by_kill:,}"),
             ("enqueue", f"{self.enqueue_seconds:.1f} s in batches of {config.batch}, "
@@ -99,7 +108,8 @@ class SoakReport:
         width = max(len(name) for name, _ in rows)
         lines = [
             f"soak: {config.jobs:,} {JOB} jobs ({config.fail_fraction:.0%} failing, "
-            f"{config.cancel_fraction:.0%} cancelled), {config.workers} workers, seed {config.seed}"
+            f"{config.cancel_fraction:.0%} cancelled), {config.workers} {config.kind} workers, "
+            f"seed {config.seed}"
         ]
         lines += [f"  {name:<{width}}  {value}" for name, value in rows]
         lines.append("invariants: " + ("held" if not a.problems else "BROKEN"))
@@ -213,7 +223,8 @@ def run(config: SoakConfig, scratch: Path) -> SoakReport:
         running_stack(server.url, scratch / "logs", names=("web",), env=own) as stack,
     ):
         connection = redis.Redis.from_url(server.url, socket_timeout=30)
-        workers = Workers(connection, child_env(**{**env, "REDIS_URL": server.url}), scratch / "logs")
+        worker_env = child_env(**{**env, "REDIS_URL": server.url})
+        workers = Workers(connection, worker_env, scratch / "logs", config.kind)
         try:
             workers.wait_ready([workers.start() for _ in range(config.workers)])
             producer = Producer(stack.client, connection, config)
@@ -262,8 +273,9 @@ def _load(
             watch.poll()
             now = time.monotonic()
             if now >= next_kill and (config.max_kills is None or len(kills) < config.max_kills):
-                # Worker and horse kills in turn; worker kills aim at a started job until one is abandoned.
-                kind = KILL_KINDS[len(kills) % len(KILL_KINDS)]
+                # The kind's kills in turn; worker kills aim at a started job until one is abandoned.
+                kinds = KILL_KINDS[config.kind]
+                kind = kinds[len(kills) % len(kinds)]
                 aim = not any(kill.abandoned for kill in kills)
                 kills.append(workers.kill(kind, rng, now - t0, aim=aim))
                 watch.add(kills[-1])

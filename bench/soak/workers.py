@@ -27,9 +27,15 @@ from service.dev.harness import (
     wait_until,
 )
 
-KILL_KINDS = ("worker", "horse")
+# What each worker kind is killed with, in turn: a worker kill is SIGKILL to its process group; a
+# horse kill SIGKILL to a forking worker's work horse; a term is SIGTERM to the process group (a
+# restart, a deploy, a dyno's daily cycling): a warm shutdown, running jobs finish or go back.
+KILL_KINDS = {"fork": ("worker", "horse"), "concurrent": ("worker", "term")}
+# A concurrent soak worker: as many slots as a small dyno might run.
+SOAK_CONCURRENCY = 8
 WORKER_START_TIMEOUT = 30.0
 AIM_TIMEOUT = 3.0
+TERM_TIMEOUT = 40.0  # a warm shutdown's grace period (WORKER_GRACE_SECONDS, 25 s), and some
 
 
 class SoakError(RuntimeError):
@@ -39,9 +45,12 @@ class SoakError(RuntimeError):
 class Workers:
     """The Procfile's worker, started under names of our own, killed and replaced at random."""
 
-    def __init__(self, connection: redis.Redis, env: dict[str, str], log_dir: Path) -> None:
-        self.connection, self.env, self.log_dir = connection, env, log_dir
-        self.command = procfile_commands()["worker"]
+    def __init__(
+        self, connection: redis.Redis, env: dict[str, str], log_dir: Path, kind: str = "fork"
+    ) -> None:
+        self.connection, self.env, self.log_dir, self.kind = connection, env, log_dir, kind
+        arguments = f"--kind {kind}" + (f" --concurrency {SOAK_CONCURRENCY}" if kind == "concurrent" else "")
+        self.command = f"{procfile_commands()['worker']} {arguments}"
         self.live: dict[str, LoggedProcess] = {}
         self.started = 0
 
@@ -74,28 +83,39 @@ class Workers:
         return None
 
     def running(self, name: str) -> tuple[int, str] | None:
-        """The horse and the job of a worker whose job is `started`, else None."""
-        horse = self.horse(name)
-        job_id = self.current_job(name) if horse is not None else None
-        if horse is not None and job_id is not None and self.job_status(job_id) == "started":
-            return horse, job_id
+        """The process running a `started` job of the worker (a forking worker's horse, else the
+        worker itself) and that job, else None."""
+        process = self.horse(name) if self.kind == "fork" else self.live[name].popen.pid
+        job_id = self.current_job(name) if process is not None else None
+        if process is not None and job_id is not None and self.job_status(job_id) == "started":
+            return process, job_id
         return None
 
     def current_job(self, name: str) -> str | None:
-        """The job a worker runs (or ran when it died), from the execution record RQ keeps for it."""
-        keys = self.connection.smembers(WORKER_EXECUTIONS_KEY_TEMPLATE.format(name))
-        return parse_composite_key(as_text(next(iter(keys))))[0] if keys else None
+        """A job the worker runs (or ran when it died), from the execution records RQ keeps for it."""
+        keys = sorted(self.connection.smembers(WORKER_EXECUTIONS_KEY_TEMPLATE.format(name)))
+        return parse_composite_key(as_text(keys[0]))[0] if keys else None
 
     def kill(self, kind: str, rng: random.Random, at: float, aim: bool = False) -> Kill:
-        """SIGKILL a worker at whatever it is doing, or the work horse of a running job.
+        """SIGKILL a worker at whatever it is doing, or the work horse of a running job; or SIGTERM a
+        worker while it runs a job and wait for its warm shutdown.
 
         `aim`: kill the worker while its job is `started`, so that RQ has an abandoned job to find.
         """
         name = rng.choice(sorted(self.live))
         process = self.live[name]
         # Jobs last milliseconds: poll as fast, so that an aimed kill lands while one runs.
-        aimed = kind == "horse" or aim
+        aimed = kind in ("horse", "term") or aim
         target = wait_until(lambda: self.running(name), AIM_TIMEOUT, 0.001) if aimed else None
+        if kind == "term":
+            os.killpg(process.popen.pid, signal.SIGTERM)  # as honcho and Heroku stop a dyno
+            if process.popen.wait(TERM_TIMEOUT) != 0:
+                raise SoakError(f"{name} exited {process.popen.returncode} on SIGTERM\n{process.tail()}")
+            process.stop()
+            del self.live[name]
+            self.start()
+            job_id = target[1] if target is not None else None
+            return Kill(at, kind, name, job_id, self.job_status(job_id))
         if kind == "horse":
             if target is None:
                 return Kill(at, kind, name, None, None)
@@ -126,7 +146,7 @@ class Workers:
 @dataclass(frozen=True)
 class Kill:
     at: float  # seconds since the first enqueue
-    kind: str  # "worker" (its process group) or "horse" (the work horse only)
+    kind: str  # "worker" (its process group), "horse" (the work horse only), "term" (SIGTERM)
     worker: str
     job_id: str | None  # what it was running, as its execution record in Redis said
     # A worker kill: the job's status once the worker was dead. `started`: abandoned, for RQ's

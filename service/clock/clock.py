@@ -11,6 +11,9 @@ clock (`rq:cron_schedulers`: birth, heartbeat, death). Two things differ from `r
   whose jobs offload's workers refuse to run.
 - Exactly one clock enqueues: the one holding a lease in Redis (`SET NX PX`, renewed each round,
   released on exit). Another clock stands by and takes over when the lease is released or lapses.
+  Each renewal records its time (`CLOCK_TICK_KEY`), which `/metrics` shows as
+  `offload_clock_last_tick_timestamp_seconds`: RQ's own record of a clock is deleted when it stops
+  and pruned two minutes after its last heartbeat, so it cannot tell how long the clock is silent.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from service.connection import connect
 from service.logs import configure_logging
 from service.schedules import last_enqueued, scheduled_jobs
 from service.settings import load_settings
-from service.store.layout import LEASE_KEY
+from service.store.layout import CLOCK_TICK_KEY, LEASE_KEY
 
 log = logging.getLogger("service.clock")  # not __name__: `python -m` makes that "__main__"
 
@@ -51,18 +54,31 @@ class ClockStopped(BaseException):
 
 
 class Lease:
-    """A lease on one Redis key: held by one token at a time, until released or it lapses."""
+    """A lease on one Redis key: held by one token at a time, until released or it lapses.
+
+    Each renewal also writes its time in `ticked_key`, in the same script: the holder's renewals
+    are its rounds, so that key says when the leading clock last showed it was alive.
+    """
 
     # Compare-and-act in one step, so a clock never renews or deletes a lease another one took.
     _RENEW = (
-        "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end"
+        "if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('set', KEYS[2], ARGV[3]) "
+        "return redis.call('pexpire', KEYS[1], ARGV[2]) end"
     )
     _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end"
 
-    def __init__(self, connection: Redis, token: str, seconds: float, key: str = LEASE_KEY) -> None:
+    def __init__(
+        self,
+        connection: Redis,
+        token: str,
+        seconds: float,
+        key: str = LEASE_KEY,
+        ticked_key: str = CLOCK_TICK_KEY,
+    ) -> None:
         self.connection = connection
         self.token = token
         self.key = key
+        self.ticked_key = ticked_key
         self.milliseconds = max(1, round(seconds * 1000))
         self._renew = connection.register_script(self._RENEW)
         self._release = connection.register_script(self._RELEASE)
@@ -73,7 +89,9 @@ class Lease:
 
     def renew(self) -> bool:
         """Extend the lease; False when it is no longer ours."""
-        return bool(self._renew(keys=[self.key], args=[self.token, self.milliseconds]))
+        # The clock's own time, as the enqueues' timestamps are: alerts compare it with their own.
+        args: list[str | int] = [self.token, self.milliseconds, f"{time.time():.3f}"]
+        return bool(self._renew(keys=[self.key, self.ticked_key], args=args))
 
     def release(self) -> None:
         self._release(keys=[self.key], args=[self.token])

@@ -1,13 +1,14 @@
 """Counting jobs per status per queue from RQ's registries: what `GET /queues` and `/metrics` show.
 
-The cost is a fixed number of commands per queue (LLEN, ZCARD, ZCOUNT) and the paused set, sent in
-one round trip:
-it does not grow with the number of jobs, however many Redis holds.
+The cost is a fixed number of commands per queue (LLEN, ZCARD, ZCOUNT, and LINDEX for the head's
+id) and the paused set, sent in one round trip: it does not grow with the number of jobs, however
+many Redis holds.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from redis import Redis
 from rq.registry import (
@@ -35,13 +36,24 @@ LASTING = {
 COUNTED = ("queued", *LASTING, *EXPIRING)
 
 
+@dataclass(frozen=True, slots=True)
+class Overview:
+    """Every queue's counts, which queues are paused, and the job at the head of each."""
+
+    counts: dict[str, dict[str, int]]  # queue -> status -> jobs, queues in priority order
+    paused: frozenset[str]
+    # queue -> the id of the job a worker takes next (RQ pops the list's left end); the oldest
+    # queued job, unless one enqueued `at_front` jumped the line. Empty queues are left out.
+    heads: dict[str, str]
+
+
 def queue_counts(connection: Redis) -> dict[str, dict[str, int]]:
     """Jobs per status in each queue (in priority order), from the registries' sizes."""
-    return queue_overview(connection)[0]
+    return queue_overview(connection).counts
 
 
-def queue_overview(connection: Redis) -> tuple[dict[str, dict[str, int]], frozenset[str]]:
-    """`queue_counts`, and the names of the paused queues, in the same round trip."""
+def queue_overview(connection: Redis) -> Overview:
+    """`queue_counts`, the paused queues and each queue's head, in one round trip."""
     now = time.time()
     with connection.pipeline(transaction=False) as pipe:
         for name in WORKER_QUEUES:
@@ -50,14 +62,24 @@ def queue_overview(connection: Redis) -> tuple[dict[str, dict[str, int]], frozen
                 pipe.zcard(lasting(name, connection=connection).key)
             for expiring in EXPIRING.values():
                 pipe.zcount(expiring(name, connection=connection).key, now, "+inf")
+            pipe.lindex(queue_key(name), 0)
         pipe.smembers(PAUSED_KEY)
-        *sizes, paused = pipe.execute()
-    counts = iter(sizes)
-    by_queue = {name: {status: int(next(counts)) for status in COUNTED} for name in WORKER_QUEUES}
-    return by_queue, frozenset(as_text(name) for name in paused)
+        *replies, paused = pipe.execute()
+    replies_of = iter(replies)
+    counts: dict[str, dict[str, int]] = {}
+    heads: dict[str, str] = {}
+    for name in WORKER_QUEUES:
+        counts[name] = {status: int(next(replies_of)) for status in COUNTED}
+        head = next(replies_of)
+        if head is not None:
+            heads[name] = as_text(head)
+    return Overview(counts, frozenset(as_text(name) for name in paused), heads)
 
 
 def queue_views(connection: Redis) -> list[QueueView]:
     """What `GET /queues` shows: each queue's counts and whether it is paused (one round trip)."""
-    counts, paused = queue_overview(connection)
-    return [QueueView(name=name, counts=of, paused=name in paused) for name, of in counts.items()]
+    overview = queue_overview(connection)
+    return [
+        QueueView(name=name, counts=of, paused=name in overview.paused)
+        for name, of in overview.counts.items()
+    ]

@@ -130,6 +130,9 @@ IDEMPOTENCY_PREFIX = "offload:idempotency:"
 WAKE_PREFIX = "offload:wake:"
 EVENTS_PREFIX = "offload:events:"
 LEASE_KEY = "offload:clock:lease"
+# When the clock holding the lease last renewed it (Unix seconds, as text), written by the renewal
+# itself once a round: `/metrics` shows it, so an alert can tell a clock that stopped ticking.
+CLOCK_TICK_KEY = "offload:clock:tick"
 # The names of the queues an admin paused (service/store/pause.py): the take script skips them,
 # enqueues still land in them.
 PAUSED_KEY = "offload:paused"

@@ -2,12 +2,14 @@
 
 Two kinds, told apart by where they live:
 
-- **Cluster-wide, read from Redis at each scrape**: jobs per queue per status, paused queues,
-  workers per state, jobs enqueued and runs ended per job name. Any web process answers with the
-  same figures. A scrape costs a fixed number of Redis commands in three round trips: registry
-  sizes (LLEN, ZCARD, ZCOUNT: O(1) or O(log n)) and the paused set, the workers' set and one hash
-  of counters (a handful of entries each), the workers' states. Never a scan: the cost does not
-  grow with the number of jobs.
+- **Cluster-wide, read from Redis at each scrape**: jobs per queue per status, paused queues, the
+  age of the job at each queue's head, workers per state, jobs enqueued and runs ended per job
+  name, the clock's last tick. Any web process answers with the same figures. A scrape costs at
+  most three round trips: (1) per queue its registries' sizes (LLEN, ZCARD, ZCOUNT: O(1) or
+  O(log n)) and its head's id (LINDEX 0, O(1)), and the paused set; (2) the workers' set, one hash
+  of counters (a handful of entries each), the clock's tick (GET) and, per non-empty queue, its
+  head's `enqueued_at` (HGET); (3) each worker's state (HGET). Never a scan: the number of
+  commands grows with the number of queues (4) and of workers, never with the number of jobs.
 - **This process's own**: HTTP requests and their latency by route template, process and GC
   figures. With several web processes, each counts its own requests.
 
@@ -20,6 +22,7 @@ looks to Prometheus like a counter reset, which `rate()` and `increase()` handle
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -36,12 +39,12 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 from redis import Redis
 from redis.exceptions import RedisError
-from rq.utils import as_text
+from rq.utils import as_text, str_to_date
 from rq.worker import WorkerStatus
 from rq.worker_registration import REDIS_WORKER_KEYS
 
-from service.store.counts import queue_overview
-from service.store.layout import COUNTERS_KEY
+from service.store.counts import Overview, queue_overview
+from service.store.layout import CLOCK_TICK_KEY, COUNTERS_KEY, job_key
 
 log = logging.getLogger(__name__)
 
@@ -128,11 +131,15 @@ class RedisCollector:
         yield from families
 
     def _read(self) -> list[Metric]:
-        counts, paused = queue_overview(self.connection)
+        overview = queue_overview(self.connection)
         with self.connection.pipeline(transaction=False) as pipe:
             pipe.smembers(REDIS_WORKER_KEYS)
             pipe.hgetall(COUNTERS_KEY)
-            worker_keys, counters = pipe.execute()
+            pipe.get(CLOCK_TICK_KEY)
+            for head in overview.heads.values():
+                pipe.hget(job_key(head), "enqueued_at")  # RQ's: set at each (re)enqueue
+            worker_keys, counters, ticked, *enqueued_at = pipe.execute()
+        now = time.time()
         states: list[Any] = []
         if worker_keys:
             with self.connection.pipeline(transaction=False) as pipe:
@@ -140,9 +147,11 @@ class RedisCollector:
                     pipe.hget(key, "state")
                 states = pipe.execute()
         return [
-            _jobs(counts),
-            _paused(counts, paused),
+            _jobs(overview.counts),
+            _paused(overview.counts, overview.paused),
+            _oldest(overview, dict(zip(overview.heads, enqueued_at, strict=True)), now),
             _workers(states),
+            _clock(ticked),
             *_counters(counters, self.job_names),
         ]
 
@@ -167,6 +176,31 @@ def _paused(counts: dict[str, dict[str, int]], paused: frozenset[str]) -> Metric
     )
     for queue in counts:
         family.add_metric([queue], 1 if queue in paused else 0)
+    return family
+
+
+def _oldest(overview: Overview, enqueued_at: dict[str, Any], now: float) -> Metric:
+    family = GaugeMetricFamily(
+        "offload_queue_oldest_job_age_seconds",
+        "Seconds since the job at the head of the queue (the next a worker takes, the oldest unless "
+        "one was enqueued at_front) was enqueued; 0 for an empty queue.",
+        labels=["queue"],
+    )
+    for queue in overview.counts:
+        stamp = enqueued_at.get(queue)
+        # No stamp: an empty queue, or a head whose record is gone (a worker drops it unrun).
+        age = max(0.0, now - str_to_date(stamp).timestamp()) if stamp else 0.0
+        family.add_metric([queue], age)
+    return family
+
+
+def _clock(ticked: Any) -> Metric:
+    family = GaugeMetricFamily(
+        "offload_clock_last_tick_timestamp_seconds",
+        "When the clock holding the lease last ran a round (Unix seconds; it runs one every 10 s "
+        "at most); 0 if no clock ever did.",
+    )
+    family.add_metric([], float(ticked) if ticked is not None else 0.0)
     return family
 
 

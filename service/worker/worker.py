@@ -33,7 +33,14 @@ from service.store.atomic import Group, run_groups
 from service.store.enqueue import count_event
 from service.store.layout import events_channel
 from service.worker.finish import fast_end
-from service.worker.recovery import ClaimLostError, claim, ended_before_kill, expire_stale, heartbeat_ttl
+from service.worker.recovery import (
+    CLAIM_LOST,
+    ClaimLostError,
+    claim,
+    ended_before_kill,
+    expire_stale,
+    heartbeat_ttl,
+)
 from service.worker.report import failure_outcome, job_name, quiet_rq_job_lines, report_end, report_start
 from service.worker.shutdown import DEFAULT_GRACE_SECONDS, GracefulStop
 
@@ -65,7 +72,7 @@ class OffloadWorker(BaseWorker):
         try:
             super().execute_job(job, queue)
         except ClaimLostError:
-            self.log.warning("job %s: given back to its queue before this worker claimed it", job.id)
+            self.log.warning(CLAIM_LOST, job.id)
             if not self.executions:  # a concurrent worker may still run others
                 self.set_state(WorkerStatus.IDLE)
         self._stop_if_too_big()

@@ -17,6 +17,7 @@ from typing import Any, cast
 
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 from rq import cron_scheduler_registry
 from rq.cron import get_cron_job_history_key
 from rq.job import Job
@@ -58,6 +59,17 @@ class Clocks:
     def leader(self) -> str | None:
         holder = self.redis.get(LEASE_KEY)
         return as_text(holder) if holder is not None else None
+
+    def last_tick(self) -> float:
+        """`offload_clock_last_tick_timestamp_seconds`, as the web's /metrics shows it."""
+        response = self.stack.client.get("/metrics")
+        assert response.status_code == 200, f"{response.text}\n{self.logs()}"
+        [family] = [
+            family
+            for family in text_string_to_metric_families(response.text)
+            if family.name == "offload_clock_last_tick_timestamp_seconds"
+        ]
+        return float(family.samples[0].value)
 
     def process_of(self, clock_name: str) -> LoggedProcess:
         """A clock's process from its name (host:pid:suffix); the Procfile `exec`s, so the pid is
@@ -174,3 +186,8 @@ def test_a_standby_clock_takes_over_when_the_leader_stops(clocks: Clocks) -> Non
     assert wait_until(lambda: cron_scheduler_registry.get_keys(clocks.redis) == [new_leader], 5), (
         cron_scheduler_registry.get_keys(clocks.redis)
     )
+    # /metrics shows the new leader's rounds: its last tick is never more than a round old.
+    for _ in range(3):
+        age = time.time() - clocks.last_tick()
+        assert 0 <= age <= LEASE_SECONDS / 3 + 1, f"last tick {age:.1f} s ago\n{clocks.logs()}"
+        time.sleep(1)

@@ -1,4 +1,5 @@
-"""Accounting under load (bench/soak): two workers killed at random, and nothing lost.
+"""Accounting under load (bench/soak): two workers killed at random, and nothing lost; once with
+forking workers (their horses killed too), once with concurrent ones (stopped with SIGTERM too).
 
 `OFFLOAD_SOAK_JOBS` sets the size (2,000 by default, about a minute on two cores; up to 100,000),
 `OFFLOAD_SOAK_SEED` the job mix and the kills' victims (their timing is the machine's).
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench.soak import SoakConfig, run
+from bench.soak.workers import KILL_KINDS
 from service.dev.harness import RecordProperty
 
 pytestmark = [pytest.mark.integration, pytest.mark.soak]
@@ -23,8 +25,11 @@ TIMEOUT = 150 + SOAK_JOBS // 20
 
 
 @pytest.mark.timeout(TIMEOUT)
-def test_nothing_lost_through_killed_workers(tmp_path: Path, record_property: RecordProperty) -> None:
-    report = run(SoakConfig(jobs=SOAK_JOBS, seed=SOAK_SEED), tmp_path)
+@pytest.mark.parametrize("kind", sorted(KILL_KINDS))
+def test_nothing_lost_through_killed_workers(
+    kind: str, tmp_path: Path, record_property: RecordProperty
+) -> None:
+    report = run(SoakConfig.for_kind(kind, jobs=SOAK_JOBS, seed=SOAK_SEED), tmp_path)
     details = f"{report.summary()}\nkills:\n{report.kill_log()}\nlogs in {report.log_dir}"
     a = report.accounting
     for name, value in {
@@ -43,8 +48,8 @@ def test_nothing_lost_through_killed_workers(tmp_path: Path, record_property: Re
     problems = report.problems()
     assert not problems, details
     assert a.accepted == SOAK_JOBS, details
-    # The chaos happened: workers and horses killed, and RQ had an abandoned job to find.
-    assert {kill.kind for kill in report.kills} == {"worker", "horse"}, details
+    # The chaos happened: workers killed (and horses, or stopped), and RQ had an abandoned job to find.
+    assert {kill.kind for kill in report.kills} == set(KILL_KINDS[kind]), details
     assert any(kill.abandoned for kill in report.kills), details
     assert a.count("finished") + a.count("failed") + a.count("canceled") + a.count("stopped") == a.accepted
     assert a.duplicated == 0

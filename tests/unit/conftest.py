@@ -15,6 +15,7 @@ from service.catalog import Registry, load_catalog
 from service.settings import Settings
 from service.web.app import create_app
 from service.worker.main import build_worker
+from tests.unit.client_bridge import AppBridge
 
 
 @pytest.fixture
@@ -56,6 +57,12 @@ def client(settings: Settings, connection: Redis, fake_server: fakeredis.FakeSer
     """The app with the example catalogue, on fakeredis, lifespan running."""
     with serving(settings, connection, fake_server) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def bridge(client: TestClient) -> AppBridge:
+    """The app behind an httpx transport for the Python client, with faults to inject."""
+    return AppBridge(client)
 
 
 @pytest.fixture

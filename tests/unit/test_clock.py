@@ -23,7 +23,7 @@ from rq.serializers import JSONSerializer
 from service.catalog import RegisteredJob, Registry
 from service.clock.clock import Clock, ClockStopped, Lease, main
 from service.schedules import ScheduledJob, last_enqueued
-from service.store.layout import LEASE_KEY
+from service.store.layout import CLOCK_TICK_KEY, LEASE_KEY
 
 RunJobs = Callable[..., None]
 
@@ -184,6 +184,22 @@ def test_a_lease_is_renewed_and_released_only_by_its_holder(connection: Redis) -
     assert 9000 < ttl <= 10000
     mine.release()
     assert mine.holder() is None
+
+
+def test_each_round_of_the_leader_records_its_time(connection: Redis, registry: Registry) -> None:
+    leader, standby = Clock(connection, registry), Clock(connection, registry)
+    assert connection.get(CLOCK_TICK_KEY) is None  # no clock ever ticked
+    assert leader.lease.acquire()
+    before = time.time()
+    assert leader.tick() is not None
+    ticked = float(connection.get(CLOCK_TICK_KEY) or 0)
+    assert before - 0.001 <= ticked <= time.time()
+    # A standby asks for the lease every round; it records nothing, its asking is no tick.
+    assert not standby.lease.acquire()
+    assert standby.tick() is None
+    assert float(connection.get(CLOCK_TICK_KEY) or 0) == ticked
+    leader.lease.release()
+    assert connection.get(CLOCK_TICK_KEY) is not None  # kept: how long ago the last clock ticked
 
 
 def test_a_new_clock_carries_on_from_the_last_enqueue(connection: Redis, registry: Registry) -> None:

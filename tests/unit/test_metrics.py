@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -14,11 +16,14 @@ from pydantic import SecretStr
 from redis import Redis
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
+from rq.utils import now, utcformat
 
 from service.catalog import load_catalog
+from service.clock.clock import Lease
 from service.connection import connect
 from service.dev.redis_server import free_port
 from service.settings import Settings
+from service.store.layout import WORKER_QUEUES, job_key
 from service.web.app import create_app
 from service.web.metrics import OUTCOMES
 from service.worker.main import build_worker
@@ -88,6 +93,40 @@ def test_workers_by_state_match_get_workers(client: TestClient, connection: Redi
         busy.register_death()
     assert sorted(listed) == ["busy", "idle"]
     assert states == {("busy",): 1, ("idle",): 1, ("started",): 0, ("suspended",): 0}
+
+
+def test_the_oldest_job_age_is_the_wait_of_each_queues_head(
+    client: TestClient, connection: Redis, run_jobs: Callable[[], None]
+) -> None:
+    assert series(scrape(client), "offload_queue_oldest_job_age_seconds") == {
+        (queue,): 0 for queue in WORKER_QUEUES
+    }
+    head = post(client, "word_count", {"text": "a"})
+    post(client, "word_count", {"text": "b"})  # behind it: not the one that has waited longest
+    connection.hset(job_key(head), "enqueued_at", utcformat(now() - timedelta(seconds=120)))
+    post(client, "count_primes", {"limit": 10}, queue="high")
+    gone = post(client, "word_count", {"text": "c"}, queue="low")
+    connection.delete(job_key(gone))  # its record expired: a worker drops it unrun
+    before = time.time()
+    ages = series(scrape(client), "offload_queue_oldest_job_age_seconds")
+    waited = time.time() - before
+    assert 120 <= ages[("default",)] < 120 + waited + 1
+    assert 0 < ages[("high",)] < waited + 1
+    assert ages[("low",)] == ages[("webhooks",)] == 0
+    run_jobs()
+    assert set(series(scrape(client), "offload_queue_oldest_job_age_seconds").values()) == {0}
+
+
+def test_the_clocks_last_tick_is_the_leaders_last_renewal(client: TestClient, connection: Redis) -> None:
+    assert scrape(client)[("offload_clock_last_tick_timestamp_seconds", ())] == 0  # never a clock
+    lease = Lease(connection, "clock-1", 30)
+    assert lease.acquire()
+    before = time.time()
+    assert lease.renew()  # what the leading clock does every round
+    ticked = scrape(client)[("offload_clock_last_tick_timestamp_seconds", ())]
+    assert before - 0.001 <= ticked <= time.time()
+    lease.release()  # a stopped clock: its last tick stays, growing older
+    assert scrape(client)[("offload_clock_last_tick_timestamp_seconds", ())] == ticked
 
 
 def test_job_counters_move_on_enqueue_finish_fail_and_retry(
@@ -242,7 +281,13 @@ def test_without_redis_the_scrape_keeps_the_process_metrics(down_client: TestCli
     assert samples[("offload_redis_up", ())] == 0
     names = {name for name, _ in samples}
     # Left out rather than zeros: a counter at 0 would read as a reset.
-    assert not names & {"offload_jobs", "offload_workers", "offload_jobs_enqueued_total"}
+    assert not names & {
+        "offload_jobs",
+        "offload_workers",
+        "offload_jobs_enqueued_total",
+        "offload_queue_oldest_job_age_seconds",
+        "offload_clock_last_tick_timestamp_seconds",
+    }
     assert series(samples, "offload_http_requests_total")[("GET", "/healthz", "200")] == 1
 
 
@@ -277,5 +322,7 @@ def test_a_scrape_costs_the_same_whatever_the_number_of_jobs(
     few = commands_of_a_scrape()
     assert client.post("/jobs/word_count/batch", json=[{"text": "a"}] * 300).status_code == 202
     run_jobs()
+    # As many non-empty queues as before: one HGET per queue's head, however long the queue.
+    assert client.post("/jobs/word_count/batch", json=[{"text": "a"}] * 300).status_code == 202
     assert commands_of_a_scrape() == few
-    assert set(few) <= {"LLEN", "ZCARD", "ZCOUNT", "SMEMBERS", "HGETALL", "HGET"}
+    assert set(few) <= {"LLEN", "LINDEX", "ZCARD", "ZCOUNT", "SMEMBERS", "HGETALL", "HGET", "GET"}
