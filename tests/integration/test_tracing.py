@@ -136,7 +136,11 @@ def hook() -> Iterator[tuple[str, queue.Queue[dict[str, str]]]]:
         thread.join(5)
 
 
+# The Procfile's default (threads and a loop in one process), and the forking worker, whose work
+# horse exports its spans before it exits.
+@pytest.mark.parametrize("kind", ["concurrent", "fork"])
 def test_a_requests_trace_holds_its_enqueue_the_run_and_the_webhook(
+    kind: str,
     start_redis: StartRedis,
     start_stack: StartStack,
     tmp_path: Path,
@@ -151,6 +155,7 @@ def test_a_requests_trace_holds_its_enqueue_the_run_and_the_webhook(
             "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
             "OTEL_BSP_SCHEDULE_DELAY": "100",  # export within 0.1 s, not the default 5 s
             "LOG_FORMAT": "json",
+            "WORKER_KIND": kind,
         },
     )
     response = stack.client.post(
@@ -173,12 +178,12 @@ def test_a_requests_trace_holds_its_enqueue_the_run_and_the_webhook(
     ]
 
     def all_exported() -> bool:
-        return all(collector.named(name, kind) for _, name, kind in expected)
+        return all(collector.named(name, span_kind) for _, name, span_kind in expected)
 
     assert wait_until(all_exported, WAIT), f"{collector.spans}\n{stack.logs()}"
     chain = []
-    for service, name, kind in expected:
-        [span] = collector.named(name, kind)
+    for service, name, span_kind in expected:
+        [span] = collector.named(name, span_kind)
         assert span.service == service, span
         chain.append(span)
     assert {span.trace_id for span in chain} == {TRACE_ID}
