@@ -65,6 +65,12 @@ class JobView(BaseModel):
     callback: CallbackView | None = Field(
         None, description="The webhook delivery, if a callback_url was given"
     )
+    request_id: str | None = Field(
+        None,
+        description="The X-Request-ID of the request that enqueued it, directly or through a job it "
+        "started (a webhook delivery); the worker's log lines for the job carry it too. Null for "
+        "periodic runs and jobs enqueued outside any request",
+    )
     url: str
     dashboard_url: str | None = Field(
         None, description="The job's page in the dashboard; null when the dashboard is disabled"

@@ -122,6 +122,11 @@ class JobView(BaseModel):
     """Jobs this one waits for"""
     callback: CallbackView | None = None
     """The webhook delivery, if a callback_url was given"""
+    request_id: str | None = None
+    """The X-Request-ID of the request that enqueued it, directly or through a job it started (a webhook
+    delivery); the worker's log lines for the job carry it too. Null for periodic runs and jobs enqueued
+    outside any request
+    """
     url: str
     dashboard_url: str | None = None
     """The job's page in the dashboard; null when the dashboard is disabled"""

@@ -24,6 +24,7 @@ from service.store.errors import JobNotFoundError
 from service.store.expiry import catalog_name, expire, expired
 from service.store.layout import RAN, TERMINAL
 from service.store.write import NewJob
+from service.tracing import REQUEST_ID_META
 
 # A wait blocks on the job's result stream in slices this long, then re-reads the status, so
 # state changes that write no result (a cancel) are seen within one slice.
@@ -145,6 +146,7 @@ def render(job: NewJob, name: str | None, ran: Ran) -> JobView:
     """The one place a job's view is made: from what the enqueue wrote, and what came of it since."""
     progress = job.meta.get("progress")
     callback = job.meta.get("callback")
+    request_id = job.meta.get(REQUEST_ID_META)
     return JobView(
         id=job.id,
         name=name,
@@ -165,6 +167,7 @@ def render(job: NewJob, name: str | None, ran: Ran) -> JobView:
         retries_left=job.retries_left,
         depends_on=job.depends_on,
         callback=CallbackView.model_validate(callback) if isinstance(callback, dict) else None,
+        request_id=request_id if isinstance(request_id, str) else None,
         url=f"/jobs/{job.id}",
         dashboard_url=f"{page}{quote(job.id, safe='')}" if (page := dashboard_job_page.get()) else None,
     )

@@ -204,9 +204,18 @@ def prepare(
     options: EnqueueOptions,
     idempotency: Idempotency | None,
     fingerprint: str,
+    carried: dict[str, Any] | None = None,
 ) -> Write:
-    """The script call that writes one job per input, with these options, all or none."""
+    """The script call that writes one job per input, with these options, all or none; `carried` is
+    what the request adds to each job's meta (service/tracing.py `sending`: its id, its trace)."""
     template = template_for(registered, options)
+    runs, width, meta = template.runs, template.width, template.meta
+    own_meta: tuple[str, bytes] | tuple[()] = ()
+    if carried:
+        # The template's meta, less what it packed, and the request's after the rest, encoded once.
+        meta = {**template.meta, **carried}
+        runs, width = template.bare_runs, template.bare_width + 2
+        own_meta = ("meta", JSONSerializer.dumps(meta))
     stamp = now()  # RQ stamps creation and enqueueing apart; one instant does for both here
     formatted = utcformat(stamp)
     due = calendar.timegm(options.at.utctimetuple()) if options.at is not None else None
@@ -221,7 +230,7 @@ def prepare(
         template.how,
         first - INDEX_RETENTION_SECONDS * 1_000_000,
         template.counter,
-        template.width,
+        width,
         len(deps),
         "1" if options.allow_failure else "",
         record,
@@ -230,7 +239,6 @@ def prepare(
         *(unique.script_args(stamp, due) if unique is not None else NOT_UNIQUE),
     ]
     jobs = []
-    runs = template.runs
     for n, (job_id, kwargs) in enumerate(zip(ids, inputs, strict=True)):
         data = zlib.compress(JSONSerializer.dumps((template.func_name, None, (), kwargs)))
         description = get_call_string(template.func_name, (), kwargs, max_length=75)
@@ -243,6 +251,7 @@ def prepare(
         args += (job_id, "" if due is None else due, first + n, runs[0])
         for slot, run in zip(template.slots, runs[1:], strict=True):
             args += (own[slot], run)
+        args += own_meta
         jobs.append(
             NewJob(
                 id=job_id,
@@ -254,7 +263,7 @@ def prepare(
                 due=due,
                 timeout=template.timeout,
                 retries_left=template.retries_left,
-                meta=dict(template.meta),
+                meta=dict(meta),
                 depends_on=list(deps),
             )
         )

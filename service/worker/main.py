@@ -11,6 +11,7 @@ from typing import Any, TypeVar, cast
 
 from rq.serializers import JSONSerializer
 
+from service import tracing
 from service.catalog import Registry, load_catalog
 from service.connection import connect
 from service.logs import configure_logging
@@ -120,6 +121,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     level = (args.log_level or settings.log_level).upper()
     # RQ's own lines (rq.worker, rq.job, rq.scheduler) then go through this handler, in LOG_FORMAT.
     configure_logging(settings.log_format, level)
+    tracing.configure("offload-worker")  # only if OTEL_* asks for it; a pool's children inherit it
     if processes is not None:
         from service.worker.pool import OffloadPool  # imports this module: not at the top
 
