@@ -21,7 +21,7 @@ from redis.exceptions import NoScriptError
 from service.connection import unpacked
 from service.store.layout import COUNTERS_KEY, counter_field
 from service.store.options import EnqueueOptions, Idempotency
-from service.store.write import WRITE_SCRIPT, NewJob, Write, deferred, prepare
+from service.store.write import WRITE_SCRIPT, NewJob, Write, deferred, prepare, promoted
 
 if TYPE_CHECKING:
     from redis.client import Pipeline
@@ -119,6 +119,8 @@ def _outcome(write: Write, reply: list[Any], options: EnqueueOptions) -> Enqueue
         raise UnknownDependencyError([options.depends_on[int(d) - 1] for d in reply[1:]])
     assert what == "written", reply
     jobs = deferred(write.jobs) if _text(reply[2]) == "deferred" else write.jobs
+    if len(reply) > 3:  # capped jobs that got a slot at once (and maybe older ones of their key)
+        jobs = promoted(jobs, {_text(job_id) for job_id in reply[3:]})
     return Enqueued(ids=[job.id for job in jobs], jobs=jobs)
 
 

@@ -27,12 +27,16 @@ from rq.utils import get_call_string, now, utcformat
 from service.connection import Packed
 from service.store.layout import (
     INDEX_RETENTION_SECONDS,
+    RL_KEYS_KEY,
+    concurrency_keys,
     dependencies_key,
     dependents_key,
     job_key,
+    queue_key,
+    wake_key,
 )
 from service.store.options import EnqueueOptions, Idempotency
-from service.store.template import template_for
+from service.store.template import cap_key, rate_spec, template_for
 from service.store.wake import MAX_TOKENS
 
 if TYPE_CHECKING:
@@ -40,25 +44,28 @@ if TYPE_CHECKING:
 
 # KEYS: 1 rq:queues, 2 the queue, 3 where the jobs go (the queue, or its scheduled registry),
 # 4-6 the listing indexes, 7 the counters, 8 the queue's wake list (service/store/wake.py),
-# 9 the idempotency record, 10 the deferred registry; then per dependency its hash, then per
-# dependency its dependents set; then per job its hash and its dependencies set.
+# 9 the idempotency record, 10 the deferred registry, 11 RQ's set of RateLimit keys; then per
+# dependency its hash, then per dependency its dependents set; then per job its hash and its
+# dependencies set and, for a capped job, its RateLimit's config hash, allowed and rate_limited sets.
 # ARGV: 1 how the jobs go (RPUSH, LPUSH or ZADD), 2 the listing's trim score, 3 the counter field,
 # 4 the number of hash fields and values per job, 5 the number of dependencies, 6 '1' if a failed
 # dependency counts as met, 7 the idempotency record ('' for none), 8 its TTL, 9 now (Unix seconds,
-# the deferred registry's score); then per job: its id, its score in the scheduled registry ('' if
-# none), its listing score, its hash's fields and values.
-# Returns {'written', n, 'deferred' or 'as asked'}, {'replay', the stored record} or
-# {'missing', the unknown dependencies' places in the list...}.
+# the deferred registry's and RQ's rate limit sets' score), 10 the cap (0: none), 11 now as RQ
+# formats `enqueued_at`; then per job: its id, its score in the scheduled registry ('' if none),
+# its listing score, its hash's fields and values.
+# Returns {'written', n, 'deferred' or 'as asked', the ids a cap's slots let through...},
+# {'replay', the stored record} or {'missing', the unknown dependencies' places in the list...}.
 WRITE_SCRIPT = """
 local how, trim, counter, width = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local deps, allow_failure, record = tonumber(ARGV[5]), ARGV[6] == '1', ARGV[7]
+local cap = tonumber(ARGV[10])
 if record ~= '' then
   local stored = redis.call('GET', KEYS[9])
   if stored then return {'replay', stored} end
 end
 local deferred, missing = false, {}
 for d = 1, deps do
-  local status = redis.call('HGET', KEYS[10 + d], 'status')
+  local status = redis.call('HGET', KEYS[11 + d], 'status')
   if not status then
     missing[#missing + 1] = d
   elseif status ~= 'finished' and not (allow_failure and status == 'failed') then
@@ -70,12 +77,13 @@ if #missing > 0 then
   for _, d in ipairs(missing) do reply[#reply + 1] = d end
   return reply
 end
-local first = 10 + 2 * deps
-local count = (#KEYS - first) / 2
-local listed = {}
-local at = 10
+local per_job = cap > 0 and 5 or 2
+local first = 11 + 2 * deps
+local count = (#KEYS - first) / per_job
+local listed, promoted = {}, {}
+local at = 12
 for i = 1, count do
-  local id, job = ARGV[at], KEYS[first + 2 * i - 1]
+  local id, job = ARGV[at], KEYS[first + per_job * (i - 1) + 1]
   redis.call('SADD', KEYS[1], KEYS[2])
   redis.call('HSET', job, unpack(ARGV, at + 3, at + 2 + width))
   if deferred then
@@ -84,8 +92,32 @@ for i = 1, count do
     redis.call('HDEL', job, 'enqueued_at')
     redis.call('ZADD', KEYS[10], ARGV[9], id)
     for d = 1, deps do
-      redis.call('SADD', KEYS[10 + deps + d], id)
-      redis.call('SADD', KEYS[first + 2 * i], string.sub(KEYS[10 + d], JOB_PREFIX_LENGTH + 1))
+      redis.call('SADD', KEYS[11 + deps + d], id)
+      redis.call('SADD', KEYS[first + per_job * (i - 1) + 2], string.sub(KEYS[11 + d], JOB_PREFIX_LENGTH + 1))
+    end
+  elseif cap > 0 then
+    -- RQ's Queue._enqueue_rate_limited_job: register the RateLimit, wait in its rate_limited set,
+    -- then its ACQUIRE_AND_ENQUEUE_SCRIPT: fill the free slots, oldest first
+    local config = KEYS[first + per_job * (i - 1) + 3]
+    local allowed, waiting = KEYS[first + per_job * (i - 1) + 4], KEYS[first + per_job * (i - 1) + 5]
+    redis.call('SADD', KEYS[11], string.sub(config, RL_PREFIX_LENGTH + 1))
+    redis.call('HSET', config, 'concurrency', cap)
+    redis.call('ZADD', waiting, ARGV[9], id)
+    while redis.call('ZCARD', allowed) < cap do
+      local popped = redis.call('ZPOPMIN', waiting)
+      if #popped == 0 then break end
+      local next_id = popped[1]
+      local next_job = 'JOB_KEY_PREFIX' .. next_id
+      local fields = redis.call('HMGET', next_job, 'origin', 'status', 'enqueue_at_front')
+      if fields[1] and fields[2] == 'rate_limited' then
+        redis.call('ZADD', allowed, ARGV[9], next_id)
+        redis.call(fields[3] == '1' and 'LPUSH' or 'RPUSH', 'QUEUE_KEY_PREFIX' .. fields[1], next_id)
+        redis.call('HSET', next_job, 'status', 'queued', 'enqueued_at', ARGV[11])
+        local wake = 'WAKE_PREFIX' .. fields[1]
+        redis.call('RPUSH', wake, '1')
+        redis.call('LTRIM', wake, -MAX_TOKENS, -1)
+        promoted[#promoted + 1] = next_id
+      end
     end
   else
     if how == 'ZADD' then
@@ -106,15 +138,22 @@ for k = 4, 6 do
   redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', trim)
 end
 redis.call('HINCRBY', KEYS[7], counter, count)
-if how ~= 'ZADD' and not deferred then
+if how ~= 'ZADD' and not deferred and cap == 0 then
   for i = 1, math.min(count, MAX_TOKENS) do redis.call('RPUSH', KEYS[8], '1') end
   redis.call('LTRIM', KEYS[8], -MAX_TOKENS, -1)
 end
 if record ~= '' then redis.call('SET', KEYS[9], record, 'EX', ARGV[8]) end
-return {'written', count, deferred and 'deferred' or 'as asked'}
+local reply = {'written', count, deferred and 'deferred' or 'as asked'}
+for _, promoted_id in ipairs(promoted) do reply[#reply + 1] = promoted_id end
+return reply
 """
-WRITE_SCRIPT = WRITE_SCRIPT.replace("MAX_TOKENS", str(MAX_TOKENS)).replace(
-    "JOB_PREFIX_LENGTH", str(len(job_key("")))
+WRITE_SCRIPT = (
+    WRITE_SCRIPT.replace("MAX_TOKENS", str(MAX_TOKENS))
+    .replace("JOB_PREFIX_LENGTH", str(len(job_key(""))))
+    .replace("RL_PREFIX_LENGTH", str(len(concurrency_keys("")[0])))
+    .replace("JOB_KEY_PREFIX", job_key(""))
+    .replace("QUEUE_KEY_PREFIX", queue_key(""))
+    .replace("WAKE_PREFIX", wake_key(""))
 )
 WRITE_SCRIPT_SHA = hashlib.sha1(WRITE_SCRIPT.encode()).hexdigest()  # noqa: S324 (Redis' script id)
 _EVALSHA = Packed(["EVALSHA", WRITE_SCRIPT_SHA])
@@ -127,7 +166,7 @@ class NewJob:
     id: str
     queue: str
     kwargs: dict[str, Any]
-    status: str  # queued, scheduled or deferred when written; read back, whatever it is now
+    status: str  # queued, scheduled, deferred or rate_limited when written; read back, whatever it is now
     created_at: datetime | None
     enqueued_at: datetime | None
     due: float | None  # a scheduled job's score in the scheduled registry (Unix seconds)
@@ -163,7 +202,7 @@ def prepare(
     record = json.dumps({"fingerprint": fingerprint, "job_ids": ids}) if idempotency is not None else ""
     deps = options.depends_on
     keys: list[Any] = [template.keys, idempotency.redis_key if idempotency is not None else ""]
-    keys += [template.deferred, *map(job_key, deps), *map(dependents_key, deps)]
+    keys += [template.deferred, RL_KEYS_KEY, *map(job_key, deps), *map(dependents_key, deps)]
     args: list[Any] = [
         template.how,
         first - INDEX_RETENTION_SECONDS * 1_000_000,
@@ -174,6 +213,8 @@ def prepare(
         record,
         idempotency.ttl if idempotency is not None else 0,
         int(stamp.timestamp()),  # RQ's current_timestamp(), the deferred registry's score
+        template.capped,
+        formatted,
     ]
     jobs = []
     runs = template.runs
@@ -184,6 +225,13 @@ def prepare(
         if template.enqueued_at is not None:
             own[template.enqueued_at] = formatted
         keys += (job_key(job_id), dependencies_key(job_id))
+        if template.rate_limit_key is not None:  # capped: RQ's RateLimit, per key value
+            key = cap_key(registered, kwargs)
+            own[template.rate_limit_key] = key
+            if template.capped:
+                keys += concurrency_keys(key)
+        if template.rate is not None:
+            own[template.rate] = rate_spec(registered, kwargs)
         args += (job_id, "" if due is None else due, first + n, runs[0])
         for slot, run in zip(template.slots, runs[1:], strict=True):
             args += (own[slot], run)
@@ -194,7 +242,7 @@ def prepare(
                 kwargs=kwargs,
                 status=template.status,
                 created_at=stamp,
-                enqueued_at=None if template.scheduled else stamp,
+                enqueued_at=None if template.scheduled or template.capped else stamp,
                 due=due,
                 timeout=template.timeout,
                 retries_left=template.retries_left,
@@ -210,3 +258,11 @@ def prepare(
 def deferred(jobs: list[NewJob]) -> list[NewJob]:
     """The jobs as the script wrote them when a dependency was unmet (RQ's deferred state)."""
     return [replace(job, status=JobStatus.DEFERRED.value, enqueued_at=None) for job in jobs]
+
+
+def promoted(jobs: list[NewJob], ids: set[str]) -> list[NewJob]:
+    """The jobs as the script wrote them, those a cap's free slots let through queued at once."""
+    return [
+        replace(job, status=JobStatus.QUEUED.value, enqueued_at=job.created_at) if job.id in ids else job
+        for job in jobs
+    ]

@@ -51,8 +51,9 @@ log = logging.getLogger(__name__)
 # How a run of a job ended, as the worker counts it (service/worker/report.py, service/worker/shutdown.py).
 # `retried`: it failed and will run again; `interrupted`: its worker stopped and put it back on its
 # queue, a retry unspent; `failed` and `stopped` are final; `expired`: not started within its ttl,
-# canceled unrun (service/store/expiry.py), so no run at all.
-OUTCOMES = ("finished", "failed", "stopped", "retried", "interrupted", "expired")
+# canceled unrun (service/store/expiry.py), so no run at all; `retry_after`: the job asked to run
+# again later (service/flow.py), a retry unspent.
+OUTCOMES = ("finished", "failed", "stopped", "retried", "interrupted", "expired", "retry_after")
 WORKER_STATES = tuple(state.value for state in WorkerStatus)
 # Seconds. Beyond the library's defaults: `?wait=` requests last up to 25 s, event streams minutes.
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)

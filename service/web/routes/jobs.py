@@ -206,7 +206,7 @@ def _enqueue_endpoint(registered: RegisteredJob[..., Any]) -> Any:
         job_id = enqueued.ids[0]
         _describe(response, enqueued.replayed, job_id)
         if not wait and not enqueued.replayed:  # the common request: answered from what was written
-            return new_job_view(enqueued.jobs[0], registered.name)
+            return new_job_view(enqueued.jobs[0], registered.name, registered.flow)
         connection: Redis = state.connection
         registry: Registry = state.registry
 
@@ -240,7 +240,7 @@ def _batch_endpoint(registered: RegisteredJob[..., Any]) -> Any:
         enqueued = await enqueue_async(state.batcher.execute, registered, items, options, key)
         _describe(response, enqueued.replayed, None)
         if not enqueued.replayed:
-            return [new_job_view(job, registered.name) for job in enqueued.jobs]
+            return [new_job_view(job, registered.name, registered.flow) for job in enqueued.jobs]
         connection: Redis = state.connection
         registry: Registry = state.registry
 
