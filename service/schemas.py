@@ -53,7 +53,7 @@ class HeldView(BaseModel):
 class RetryAfterView(BaseModel):
     """The job's last request to run later (`retry_after`), which spent none of its retries."""
 
-    at: datetime = Field(description="When it asked to run again")
+    at: datetime = Field(description="When it is due to run again")
     reason: str
     count: int = Field(description="How many times it has asked so far")
 

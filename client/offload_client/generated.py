@@ -110,7 +110,7 @@ class RetryAfterView(BaseModel):
     """The job's last request to run later (`retry_after`), which spent none of its retries."""
 
     at: datetime
-    """When it asked to run again"""
+    """When it is due to run again"""
     reason: str
     count: int
     """How many times it has asked so far"""

@@ -3,8 +3,9 @@
 RQ's own keys (`rq:job:<id>`, `rq:queue:<name>`, its registries) are RQ's to name: they are derived
 here from RQ's own functions, never spelled out, so an RQ upgrade that moves them moves them here
 too. Offload's keys all start with `offload:`. The Lua scripts that touch them, the enqueue's
-(`service/store/write.py`), the take's (`service/store/queues.py`), the resume's (`service/store/pause.py`)
-and the expiry's (`service/store/expiry.py`), are given these names as keys.
+(`service/store/write.py`), the take's (`service/store/queues.py`, `service/store/rates.py`), the
+resume's (`service/store/pause.py`) and the expiry's (`service/store/expiry.py`), are given these
+names as keys, or build them from the prefixes named here.
 """
 
 from __future__ import annotations

@@ -151,9 +151,10 @@ _UNHOLD = (
     FUNCTIONS
     + """
 local hold, spec, origin = unpack(redis.call('HMGET', KEYS[1], 'HOLD_FIELD', 'RATE_FIELD', 'origin'))
-if not hold or string.sub(hold, 1, 5) ~= 'held ' or not spec then return 0 end
+if not hold then return 0 end
+redis.call('HDEL', KEYS[1], 'HOLD_FIELD')  -- 'released' too: a later requeue starts in line
+if string.sub(hold, 1, 5) ~= 'held ' or not spec then return 0 end
 local _, _, bucket = parse(spec)
-redis.call('HDEL', KEYS[1], 'HOLD_FIELD')
 if redis.call('LREM', 'HELD_PREFIX' .. bucket, 1, origin .. ' ' .. ARGV[1]) == 1 then
   redis.call('HINCRBY', 'HELD_COUNTS_KEY', origin, -1)
 end
