@@ -3,7 +3,8 @@
 Sequential calls from one keep-alive client: note the wall clock, `POST /jobs/word_count`, read
 the job once it ended, and take its `started_at` (set by the worker as the job starts; the same
 machine's clock) minus the time of sending. With the simple worker (`--kind simple`: jobs run in
-the worker's process) and, for reference, the Procfile's forking worker (a child per job).
+the worker's process) and, for reference, the Procfile's default (the concurrent kind: a slot
+thread per job) and the forking worker (a child per job).
 The baseline beside each is when the POST's own answer (202) arrived, in the same calls.
 """
 
@@ -23,7 +24,8 @@ from bench.processes import Context, running_web, running_workers
 from bench.report import Better, Row, median
 from service.dev.harness import running_redis
 
-KINDS = {"simple": "--kind simple", "fork": ""}
+# The Procfile's worker as it comes (the concurrent kind), and the two others by name.
+KINDS = {"simple": "--kind simple", "concurrent": "", "fork": "--kind fork"}
 
 
 def pickup_ms(client: httpx2.Client, calls: int) -> tuple[list[float], list[float]]:

@@ -75,11 +75,17 @@ def running_web(
 
 @contextlib.contextmanager
 def running_workers(
-    log_dir: Path, redis_url: str, count: int = 1, args: str = "", name: str = "worker"
+    log_dir: Path,
+    redis_url: str,
+    count: int = 1,
+    args: str = "",
+    name: str = "worker",
+    env: dict[str, str] | None = None,
 ) -> Iterator[list[LoggedProcess]]:
-    """`count` of the Procfile's workers (`args` appended), waiting for work, until the block ends."""
+    """`count` of the Procfile's workers (`args` appended, `env` added), waiting for work, until the
+    block ends."""
     command = f"{procfile_commands()['worker']} {args}".strip()
-    env = child_env(REDIS_URL=redis_url)
+    env = child_env(**{**(env or {}), "REDIS_URL": redis_url})
     started: list[LoggedProcess] = []
     try:
         for n in range(count):

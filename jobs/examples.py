@@ -85,6 +85,18 @@ async def wait_for_all(
     return {"waited": round(time.monotonic() - started, 3), "longest": max(waits)}
 
 
+# Unique per account: while a sync of an account is queued or running, enqueueing another for the
+# same account answers 200 with that job instead of queueing a second one (README: Unique jobs).
+@job(queue="default", timeout=120, unique_by=("account_id",), unique_while="running")
+def sync_account(
+    account_id: Annotated[int, Field(ge=1)],
+    seconds: Annotated[float, Field(ge=0, le=60)] = 1,
+) -> dict[str, float]:
+    """Unique per account_id while queued or running: sync one account (a sleep stands in for it)."""
+    time.sleep(seconds)
+    return {"account_id": account_id, "seconds": seconds}
+
+
 # Every minute, on the lowest queue: cheap enough to run wherever the stack runs, frequent enough
 # to see the clock work, and a liveness signal (alert when its last run is minutes old).
 @job(queue="low", timeout=30, result_ttl=3600, cron="* * * * *")

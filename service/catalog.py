@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
 from rq import Retry
+from rq.job import Job as RQJob
 from rq.job import get_current_job
+from rq.serializers import JSONSerializer
 
 from service.flow import RETRY_AFTER_LIMIT, FlowControl, RetryAfter, flow_control
 from service.flow import retry_after as retry_after
@@ -23,6 +25,7 @@ from service.store.enqueue import enqueue
 from service.store.layout import QUEUES, WORKER_QUEUES, events_channel
 from service.store.options import EnqueueOptions
 from service.store.template import as_rq_job
+from service.store.unique import Uniqueness, declare
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -67,8 +70,9 @@ class Schedule:
 class RegisteredJob(Generic[P, R]):
     """A registered job: callable like the plain function, and enqueueable by name."""
 
-    # Set by the decorator, once the input model exists to check the scheduled input against.
+    # Set by the decorator, once the input model exists to check them against.
     schedule: Schedule | None = None
+    unique: Uniqueness | None = None
 
     def __init__(self, func: Callable[P, R], name: str, defaults: JobDefaults) -> None:
         self.func = func
@@ -142,8 +146,10 @@ class RegisteredJob(Generic[P, R]):
     def enqueue(self, connection: Redis, /, options: EnqueueOptions | None = None, **params: Any) -> Job:
         """Validate the input and enqueue this job, as the API would: the one enqueue path."""
         options = options or EnqueueOptions()
-        written = enqueue(connection, self, [self.input_model.model_validate(params)], options).jobs[0]
-        return as_rq_job(connection, self, options, written)
+        enqueued = enqueue(connection, self, [self.input_model.model_validate(params)], options)
+        if enqueued.duplicates:  # a unique job's duplicate: the job that holds its input
+            return RQJob.fetch(enqueued.ids[0], connection=connection, serializer=JSONSerializer)
+        return as_rq_job(connection, self, options, enqueued.jobs[0])
 
 
 class Registry:
@@ -160,12 +166,16 @@ class Registry:
         cron: str | None = None,
         every: int | None = None,
         scheduled_input: dict[str, Any] | None = None,
+        unique_by: tuple[str, ...] | None = None,
+        unique_while: str | None = None,
         **defaults: Any,
     ) -> Callable[[Callable[P, R]], RegisteredJob[P, R]]:
         """Register the decorated function; keyword arguments are `JobDefaults` fields.
 
         `cron` (e.g. "*/5 * * * *") or `every` (seconds) also has the clock process enqueue it,
-        with `scheduled_input` as its input.
+        with `scheduled_input` as its input. `unique_by` (input fields) makes an enqueue return the
+        job that holds the same values while it is in `unique_while` ("queued", "running", the
+        default, or "finished_for=N" seconds): service/store/unique.py.
         """
         settings = replace(JobDefaults(), **defaults)
         if settings.queue not in WORKER_QUEUES:
@@ -183,6 +193,8 @@ class Registry:
                 raise ValueError(f"a job named {job_name!r} is already registered")
             registered = RegisteredJob(func, job_name, settings)
             registered.schedule = _schedule(registered, cron, every, scheduled_input)
+            fields = registered.input_model.model_fields
+            registered.unique = declare(job_name, unique_by, unique_while, fields, settings.result_ttl)
             self._by_name[job_name] = registered
             self._by_path[registered.path] = registered
             return registered

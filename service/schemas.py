@@ -97,6 +97,12 @@ class JobView(BaseModel):
     retry_after: RetryAfterView | None = Field(
         None, description="The job asked to run later (`retry_after`): when, why, how often"
     )
+    request_id: str | None = Field(
+        None,
+        description="The X-Request-ID of the request that enqueued it, directly or through a job it "
+        "started (a webhook delivery); the worker's log lines for the job carry it too. Null for "
+        "periodic runs and jobs enqueued outside any request",
+    )
     url: str
     dashboard_url: str | None = Field(
         None, description="The job's page in the dashboard; null when the dashboard is disabled"
@@ -165,6 +171,16 @@ class CatalogEntry(BaseModel):
     concurrency: int | None = Field(None, description="At most this many queued or running at once")
     concurrency_key: str | None = Field(
         None, description="The input field whose values each get the concurrency cap"
+    )
+    unique_by: list[str] | None = Field(
+        None,
+        description="Unique jobs only: the input fields whose values key them; an enqueue with the "
+        "values of a job still in `unique_while` returns that job (200, Offload-Duplicate-Of)",
+    )
+    unique_while: str | None = Field(
+        None,
+        description="How long a unique job holds its values: `queued` (until it starts), `running` "
+        "(until it ends) or `finished_for=N` (and N seconds after it finished)",
     )
     input_schema: dict[str, Any]
     schedule: CatalogSchedule | None = Field(None, description="Periodic jobs only: the clock's schedule")

@@ -91,10 +91,16 @@ class Settings(BaseSettings):
         "time nothing else on the machine wants, the web's answers first; the worker itself keeps "
         "WORKER_NICE, so its heartbeats go on whatever the jobs get",
     )
-    worker_concurrency: Annotated[int, Field(ge=1, le=1000)] | None = Field(
-        None,
-        description="Unset: one job at a time per worker process. N: up to N jobs at once in one process, "
-        "sync jobs in threads, async jobs on one event loop (service/worker/concurrent.py)",
+    worker_kind: Literal["concurrent", "fork", "simple"] = Field(
+        "concurrent",
+        description="How a worker process runs its jobs when its command names no --kind: concurrent "
+        "(many at once, sync ones in threads, async ones on one event loop), fork (each in a child "
+        "process of its own), simple (one at a time in the worker's process)",
+    )
+    worker_concurrency: Annotated[int, Field(ge=1, le=1000)] = Field(
+        10,
+        description="Jobs a concurrent worker runs at once in one process: sync jobs in threads, async "
+        "jobs on one event loop (service/worker/concurrent.py)",
     )
     worker_processes: Annotated[int, Field(ge=1, le=256)] | None = Field(
         None,

@@ -50,6 +50,14 @@ class CatalogEntry(BaseModel):
     """At most this many queued or running at once"""
     concurrency_key: str | None = None
     """The input field whose values each get the concurrency cap"""
+    unique_by: list[str] | None = None
+    """Unique jobs only: the input fields whose values key them; an enqueue with the values of a job still in
+    `unique_while` returns that job (200, Offload-Duplicate-Of)
+    """
+    unique_while: str | None = None
+    """How long a unique job holds its values: `queued` (until it starts), `running` (until it ends) or
+    `finished_for=N` (and N seconds after it finished)
+    """
     input_schema: dict[str, Any]
     schedule: CatalogSchedule | None = None
     """Periodic jobs only: the clock's schedule"""
@@ -155,6 +163,11 @@ class JobView(BaseModel):
     """Held back by its rate limit or concurrency cap: why, and until when"""
     retry_after: RetryAfterView | None = None
     """The job asked to run later (`retry_after`): when, why, how often"""
+    request_id: str | None = None
+    """The X-Request-ID of the request that enqueued it, directly or through a job it started (a webhook
+    delivery); the worker's log lines for the job carry it too. Null for periodic runs and jobs enqueued
+    outside any request
+    """
     url: str
     dashboard_url: str | None = None
     """The job's page in the dashboard; null when the dashboard is disabled"""
@@ -295,6 +308,15 @@ class ProcessItemsInput(TypedDict, total=False):
     """Default: 0.2. Bounds: minimum 0, maximum 10."""
 
 
+class SyncAccountInput(TypedDict, total=False):
+    """The input of `sync_account`."""
+
+    account_id: Required[int]
+    """Bounds: minimum 1."""
+    seconds: float
+    """Default: 1. Bounds: minimum 0, maximum 60."""
+
+
 class VeryLongTaskInput(TypedDict, total=False):
     """The input of `very_long_task`."""
 
@@ -412,6 +434,26 @@ class Jobs(Generic[One, Many]):
         """A batch of `process_items`: one job per input, all enqueued or none."""
         return self._enqueue_batch("process_items", inputs, options, idempotency_key)
 
+    def sync_account(
+        self,
+        *,
+        options: EnqueueOptions | None = None,
+        idempotency_key: str | None = None,
+        **input: Unpack[SyncAccountInput],
+    ) -> One:
+        """Unique per account_id while queued or running: sync one account (a sleep stands in for it)."""
+        return self._enqueue("sync_account", input, options, idempotency_key)
+
+    def sync_account_batch(
+        self,
+        inputs: Sequence[SyncAccountInput],
+        *,
+        options: BatchOptions | None = None,
+        idempotency_key: str | None = None,
+    ) -> Many:
+        """A batch of `sync_account`: one job per input, all enqueued or none."""
+        return self._enqueue_batch("sync_account", inputs, options, idempotency_key)
+
     def very_long_task(
         self,
         *,
@@ -480,6 +522,7 @@ JOB_NAMES = (
     "count_primes",
     "heartbeat",
     "process_items",
+    "sync_account",
     "very_long_task",
     "wait_for_all",
     "word_count",

@@ -31,6 +31,7 @@ from rq.cron import CronJob, CronScheduler
 from rq.exceptions import SchedulerNotFound
 from rq.utils import now
 
+from service import tracing
 from service.catalog import Registry, load_catalog
 from service.connection import connect
 from service.logs import configure_logging
@@ -216,6 +217,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = load_settings()
     level = (args.log_level or settings.log_level).upper()
     configure_logging(settings.log_format, level)  # RQ's cron lines too, in LOG_FORMAT
+    tracing.configure("offload-clock")  # each run it enqueues starts a trace (README "Tracing")
     # Patient: every Redis command waits out an outage, so the clock carries on by itself after one.
     clock = Clock(connect(settings, patient=True), load_catalog(settings.jobs_module), logging_level=level)
     with contextlib.suppress(ClockStopped):  # a second signal while it was letting go of the lease

@@ -3,10 +3,10 @@
 On a small machine a round trip to Redis costs a worker more CPU than the commands it carries
 (two system calls each way), and a job took eight of them. Here the writes that start or end a
 run are made by RQ's own code (or offload's) on a pipeline that is never executed: `record` keeps
-the commands it queued. One script then runs any number of such groups, each only if its guard
-holds (`LREM` of the id from the intermediate list removed it: the claim is this worker's; the
-job has no dependents: nothing needs RQ's WATCH), all in one atomic call. A group whose guard
-fails writes nothing, and its caller falls back to RQ's own way.
+the commands it queued. One script then runs any number of such groups, each only if its guards
+hold (the job is still queued and the `LREM` of its id from the intermediate list removed it: the
+claim is this worker's; the job has no dependents: nothing needs RQ's WATCH), all in one atomic
+call. A group whose guard fails writes nothing, and its caller falls back to RQ's own way.
 
 `GroupCommit` lets the threads of a concurrent worker share round trips: a thread that finds no
 call in flight sends every group waiting, its own and those that came while the last call was out.
@@ -26,20 +26,25 @@ if TYPE_CHECKING:
 
 Command = tuple[Any, ...]
 
-# ARGV: the number of groups; then, per group: the guard's length and its arguments (0: none),
-# the guard's expected reply, the number of commands and, per command, its length and arguments.
-# Returns one 1 (ran) or 0 (guard failed, nothing written) per group.
+# ARGV: the number of groups; then, per group: its number of guards and, per guard, its length, its
+# arguments and the reply it must give; then the number of commands and, per command, its length and
+# arguments. A group's guards run in order until one gives another reply. Returns one 1 (ran) or 0
+# (a guard failed, none of its commands ran) per group.
 _RUN_GROUPS = """
 local at = 2
 local ran = {}
 for g = 1, tonumber(ARGV[1]) do
-  local size = tonumber(ARGV[at])
   local ok = true
-  if size > 0 then
-    local reply = redis.call(unpack(ARGV, at + 1, at + size))
-    ok = tostring(reply) == ARGV[at + size + 1]
+  local guards = tonumber(ARGV[at])
+  at = at + 1
+  for _ = 1, guards do
+    local size = tonumber(ARGV[at])
+    if ok then
+      local reply = redis.call(unpack(ARGV, at + 1, at + size))
+      ok = tostring(reply) == ARGV[at + size + 1]
+    end
+    at = at + size + 2
   end
-  at = at + size + 2
   local count = tonumber(ARGV[at])
   at = at + 1
   for c = 1, count do
@@ -55,11 +60,10 @@ return ran
 
 @dataclass
 class Group:
-    """One job's writes, and the guard they depend on (a command and the reply it must give)."""
+    """One job's writes, and the guards they depend on: commands, each with the reply it must give."""
 
     commands: list[Command]
-    guard: Command = ()
-    expect: int = 0
+    guards: list[tuple[Command, str | int]] = field(default_factory=list)
 
 
 def record(connection: Redis, write: Callable[[Pipeline], Any]) -> tuple[list[Command], Any]:
@@ -77,9 +81,11 @@ def run_groups(connection: Redis, groups: Sequence[Group]) -> list[bool]:
         return []
     argv: list[Any] = [len(groups)]
     for group in groups:
-        argv.append(len(group.guard))
-        argv.extend(group.guard)
-        argv.append(group.expect)
+        argv.append(len(group.guards))
+        for guard, reply in group.guards:
+            argv.append(len(guard))
+            argv.extend(guard)
+            argv.append(reply)
         argv.append(len(group.commands))
         for command in group.commands:
             argv.append(len(command))

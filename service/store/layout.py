@@ -139,6 +139,11 @@ INDEX_RETENTION_SECONDS = 90 * 24 * 3600
 # "word_count:finished", ...): every process adds to the same fields.
 COUNTERS_KEY = "offload:counters"
 IDEMPOTENCY_PREFIX = "offload:idempotency:"
+# A unique job's lock (service/store/unique.py): the id of the job that holds its key input.
+UNIQUE_PREFIX = "offload:unique:"
+# How long a lock outlives its enqueue (plus any delay and `finished_for`): a bound on its memory
+# for owners that ended long ago, generous enough that no live owner should outlast it.
+UNIQUE_LOCK_SECONDS = 7 * 24 * 3600
 WAKE_PREFIX = "offload:wake:"
 EVENTS_PREFIX = "offload:events:"
 LEASE_KEY = "offload:clock:lease"
@@ -217,6 +222,11 @@ def counter_field(name: str, event: str) -> str:
 def idempotency_key(client_key: str) -> str:
     """Where a client's Idempotency-Key is remembered: hashed, since the client's key can be any text."""
     return IDEMPOTENCY_PREFIX + hashlib.sha256(client_key.encode()).hexdigest()
+
+
+def unique_key(name: str, canonical: str) -> str:
+    """The lock of a unique job's key input (`canonical`, its JSON): hashed, since inputs can be long."""
+    return f"{UNIQUE_PREFIX}{name}:{hashlib.sha256(canonical.encode()).hexdigest()}"
 
 
 def wake_key(queue: str) -> str:

@@ -71,12 +71,18 @@ class Template:
             # What Queue._prepare_for_queue sets, short of asking Redis its version.
             job.origin = queue.name
             job.enqueued_at = now()
-        # Field, value, field, value...: status first, as `set_status` then `save` leave the hash.
+        # Field, value, field, value...: status first, as `set_status` then `save` leave the hash;
+        # meta last, where a request that adds to it (its request id, its trace context) writes its own.
+        stored = job.to_dict()
+        meta = stored.pop("meta", None)
         self.fields: list[Any] = ["status", status.value]
-        for field, value in job.to_dict().items():
+        for field, value in stored.items():
             self.fields += [field, value.value if isinstance(value, JobStatus) else value]
         if flow is not None and flow.rate is not None:  # offload's own: read by the take script
             self.fields += [RATE_FIELD, ""]
+        bare_width = len(self.fields)
+        if meta is not None:
+            self.fields += ["meta", meta]
         value_at = {field: 2 * n + 1 for n, field in enumerate(self.fields[::2])}
         self.created_at = value_at["created_at"]  # where each job's own values go
         self.data = value_at["data"]
@@ -99,14 +105,22 @@ class Template:
         self.width = len(self.fields)
         own = (self.created_at, self.data, self.description, self.enqueued_at, self.rate_limit_key, self.rate)
         self.slots = sorted(slot for slot in own if slot is not None)
-        bounds = [-1, *self.slots, self.width]
-        self.runs = [Packed(self.fields[start + 1 : end]) for start, end in itertools.pairwise(bounds)]
+        self.runs = _runs(self.fields, self.slots)
+        # The same, less the meta: a request's own meta follows them (write.py).
+        self.bare_width = bare_width
+        self.bare_runs = _runs(self.fields[:bare_width], self.slots)
         self.counter = f"{registered.name}:enqueued"
         self.queue = queue.name
         self.status = status.value
         self.timeout = int(job.timeout) if job.timeout is not None else None
         self.retries_left = job.retries_left
         self.meta = job.meta
+
+
+def _runs(fields: list[Any], slots: list[int]) -> list[Packed]:
+    """What lies between the slots of each job's own values, packed."""
+    bounds = [-1, *slots, len(fields)]
+    return [Packed(fields[start + 1 : end]) for start, end in itertools.pairwise(bounds)]
 
 
 def as_rq_job(
@@ -117,6 +131,7 @@ def as_rq_job(
     job = _create(queue, registered, options, new.id, new.kwargs, JobStatus(new.status))
     job.created_at = new.created_at or job.created_at
     job.enqueued_at = new.enqueued_at
+    job.meta = dict(new.meta)  # with what its request added
     return job
 
 

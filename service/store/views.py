@@ -26,6 +26,7 @@ from service.store.expiry import catalog_name, expire, expired
 from service.store.held import held_view
 from service.store.layout import HOLD_FIELD, RAN, TERMINAL
 from service.store.write import NewJob
+from service.tracing import REQUEST_ID_META
 
 # A wait blocks on the job's result stream in slices this long, then re-reads the status, so
 # state changes that write no result (a cancel) are seen within one slice.
@@ -172,6 +173,7 @@ def render(job: NewJob, name: str | None, ran: Ran) -> JobView:
     progress = job.meta.get("progress")
     callback = job.meta.get("callback")
     later = job.meta.get("retry_after")
+    request_id = job.meta.get(REQUEST_ID_META)
     return JobView(
         id=job.id,
         name=name,
@@ -194,6 +196,7 @@ def render(job: NewJob, name: str | None, ran: Ran) -> JobView:
         callback=CallbackView.model_validate(callback) if isinstance(callback, dict) else None,
         held=ran.held,
         retry_after=RetryAfterView.model_validate(later) if isinstance(later, dict) else None,
+        request_id=request_id if isinstance(request_id, str) else None,
         url=f"/jobs/{job.id}",
         dashboard_url=f"{page}{quote(job.id, safe='')}" if (page := dashboard_job_page.get()) else None,
     )

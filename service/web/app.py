@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
+from service import tracing
 from service.catalog import Registry, load_catalog
 from service.connection import CommandBatcher, connect, connect_async
 from service.logs import configure_logging
@@ -20,7 +21,7 @@ from service.web.auth import KeyRing, require
 from service.web.dashboard import Dashboard
 from service.web.limits import BodyLimitMiddleware
 from service.web.metrics import Metrics
-from service.web.observe import RequestObserver
+from service.web.observe import RequestObserver, trace_requests
 from service.web.routes import control, events, listing, meta
 from service.web.routes import jobs as job_routes
 from service.web.routes import metrics as metrics_routes
@@ -40,13 +41,14 @@ def create_app(
     made from REDIS_URL (the asyncio one serves the event streams and the common enqueues).
 
     Built without `settings` (by uvicorn, from the Procfile), it also sets up the process's logging
-    (LOG_FORMAT, LOG_LEVEL) and, once started, its garbage collection; an app given its settings
-    (tests, embedding) leaves the process to its host.
+    (LOG_FORMAT, LOG_LEVEL), its tracing (OTEL_*) and, once started, its garbage collection; an app
+    given its settings (tests, embedding) leaves the process to its host.
     """
     own_process = settings is None
     if settings is None:
         settings = load_settings()
         configure_logging(settings.log_format, settings.log_level)
+        tracing.configure("offload-web")  # only if OTEL_* asks for it: README "Tracing"
     if is_production(settings) and not settings.api_keys:
         raise ConfigError(
             "API_KEYS is required in production (DYNO or ENV=production is set): "
@@ -99,6 +101,8 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     # Added last, so outermost: it sees every answer, the body limit's 413s included.
     app.add_middleware(RequestObserver, metrics=metrics)
+    if tracing.enabled():
+        trace_requests(app)
     return app
 
 

@@ -48,13 +48,14 @@ from rq.worker import BaseWorker, WorkerStatus
 
 from service.store.atomic import Group, GroupCommit
 from service.worker.job import registered_job
-from service.worker.recovery import ClaimLostError, claim_many, expire_stale, heartbeat_ttl
+from service.worker.recovery import CLAIM_LOST, ClaimLostError, claim_many, expire_stale, heartbeat_ttl
 from service.worker.shutdown import DEFAULT_GRACE_SECONDS, RUN_FIELDS, requeue
 from service.worker.worker import OffloadWorker
 
 DEFAULT_CONCURRENCY = 10
 MONITOR_SECONDS = 0.2  # how often timeouts are checked (heartbeats go every JOB_MONITORING_INTERVAL)
 INTERRUPT_WAIT = 3.0  # how long an interrupted run's thread has to record its requeue itself
+STOP_MEMORY = 60.0  # how long a stop for a job not running here (yet) is remembered
 
 TIMEOUT = "timeout"
 STOPPED = "stopped"
@@ -170,6 +171,7 @@ class ConcurrentWorker(OffloadWorker, _Dispatch):
         self._waiting = False  # in a wait a stop may cut short (for a free slot, for a job)
         self._grace_ends = math.inf  # monotonic, once a warm shutdown started
         self._taken: list[tuple[Job, Queue]] = []  # taken with the job RQ's loop got, for _dispatch
+        self._stops: dict[str, float] = {}  # job id: when a stop came for it before its run existed
         self._commits = GroupCommit(self.connection)
 
     # -- the work loop (main thread) -------------------------------------------------------
@@ -228,9 +230,9 @@ class ConcurrentWorker(OffloadWorker, _Dispatch):
             befores.append(before)
         executions = claim_many(self, [each for each, _where in batch])
         for (each, where), before, execution in zip(batch, befores, executions, strict=True):
-            if execution is None:  # a sweep gave it back first (this worker stalled): not ours
+            if execution is None:  # canceled, deleted or given back meanwhile: not ours
                 if each is not job:
-                    self.log.warning("job %s: given back to its queue before this worker claimed it", each.id)
+                    self.log.warning(CLAIM_LOST, each.id)
                 continue
             self.executions[execution.id] = execution
             registered = registered_job(each)
@@ -238,6 +240,9 @@ class ConcurrentWorker(OffloadWorker, _Dispatch):
             run = Run(each, where, execution, before, is_async=is_async)
             with self._changed:
                 self._runs[execution.id] = run
+                stopped = self._stops.pop(each.id, None) is not None
+            if stopped:  # a stop came between its claim and now: it never starts
+                run.interrupt(STOPPED)
             self._start_threads()
             self._tasks.put(run)
         if executions[0] is None:
@@ -433,14 +438,21 @@ class ConcurrentWorker(OffloadWorker, _Dispatch):
                 self._stopped_job_id = None
 
     def handle_payload(self, message: dict[str, Any]) -> None:
-        """RQ's commands; `stop-job` for any of the running jobs (RQ's looks at one)."""
+        """RQ's commands; `stop-job` for any of the running jobs (RQ's looks at one), including one
+        claimed (`started` to the API) and not yet handed to a slot: it is stopped as it is."""
         payload = parse_payload(message)
-        if payload.get("command") == "stop-job":
-            for run in list(self._runs.values()):
-                if run.job.id == payload.get("job_id"):
-                    self.request_stop_execution(run.execution.id)
-                    return
-        super().handle_payload(message)  # type: ignore[no-untyped-call]
+        job_id = payload.get("job_id")
+        if payload.get("command") != "stop-job" or not isinstance(job_id, str):
+            super().handle_payload(message)  # type: ignore[no-untyped-call]
+            return
+        with self._changed:
+            run = next((run for run in self._runs.values() if run.job.id == job_id), None)
+            if run is None:  # _dispatch looks here as it hands the job on
+                clock = time.monotonic()
+                self._stops = {job: at for job, at in self._stops.items() if clock - at < STOP_MEMORY}
+                self._stops[job_id] = clock
+        if run is not None:
+            self.request_stop_execution(run.execution.id)
 
     def request_stop_execution(self, execution_id: str) -> None:
         run = self._runs.get(execution_id)

@@ -38,7 +38,7 @@ def fast_end(worker: BaseWorker, job: Job, execution: Execution | None) -> Group
     took = job.ended_at - job.started_at
     write = partial(_success_writes, worker, job, execution, result_ttl, took)
     commands, _ = record(worker.connection, write)
-    return Group(commands, guard=("EXISTS", job.dependents_key), expect=0)
+    return Group(commands, [(("EXISTS", job.dependents_key), 0)])
 
 
 def _success_writes(

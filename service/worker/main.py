@@ -11,6 +11,7 @@ from typing import Any, TypeVar, cast
 
 from rq.serializers import JSONSerializer
 
+from service import tracing
 from service.catalog import Registry, load_catalog
 from service.connection import connect
 from service.logs import configure_logging
@@ -72,15 +73,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--kind",
         choices=sorted(WORKER_KINDS),
-        help="fork (default): each job in a child process (isolated); simple: in this process (fast); "
-        "concurrent: up to --concurrency jobs at once in this process",
+        help="concurrent (default: WORKER_KIND, else concurrent): up to --concurrency jobs at once in "
+        "this process, sync ones in threads, async ones on one event loop; fork: each job in a child "
+        "process of its own (isolated); simple: one job at a time in this process",
     )
     parser.add_argument(
         "--concurrency",
         type=int,
         metavar="N",
-        help=f"up to N jobs at once in this process (--kind concurrent, {DEFAULT_CONCURRENCY} by default; "
-        "default: WORKER_CONCURRENCY, else one at a time)",
+        help="up to N jobs at once in this process (--kind concurrent; default: WORKER_CONCURRENCY, "
+        f"else {DEFAULT_CONCURRENCY})",
     )
     parser.add_argument(
         "--processes",
@@ -104,23 +106,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(f"unknown queues {sorted(unknown)}; queues are {', '.join(WORKER_QUEUES)}")
     settings = load_settings()
     processes = args.processes
-    if processes is None and args.kind in (None, "simple"):
-        # A Procfile line that asks for `--kind fork` keeps it, whatever the environment says.
+    if processes is None and args.kind in (None, "simple") and args.concurrency is None:
+        # A Procfile line that names its kind keeps it, whatever the environment says.
         processes = settings.worker_processes
     pool_error = _pool_error(args, processes)
     if pool_error:
         parser.error(pool_error)
-    concurrency = args.concurrency
-    if concurrency is None and args.kind in (None, "concurrent") and processes is None:
-        concurrency = settings.worker_concurrency  # a `--kind fork` line keeps its kind, as above
-    concurrency_error = _concurrency_error(args, concurrency, processes)
+    concurrency_error = _concurrency_error(args, args.concurrency, processes)
     if concurrency_error:
         parser.error(concurrency_error)
-    if (concurrency is not None and concurrency > 1) or args.kind == "concurrent":
-        args.kind = "concurrent"
+    if processes is None:
+        args.kind = args.kind or ("concurrent" if args.concurrency is not None else settings.worker_kind)
+    concurrency = args.concurrency or settings.worker_concurrency
     level = (args.log_level or settings.log_level).upper()
     # RQ's own lines (rq.worker, rq.job, rq.scheduler) then go through this handler, in LOG_FORMAT.
     configure_logging(settings.log_format, level)
+    tracing.configure("offload-worker")  # only if OTEL_* asks for it; a pool's children inherit it
     if processes is not None:
         from service.worker.pool import OffloadPool  # imports this module: not at the top
 
@@ -135,10 +136,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         pool.start(burst=args.burst, logging_level=level)
         return
-    args.kind = args.kind or "fork"
-    # Lower priority for this process and the work horses it forks: the web keeps the CPU it needs
-    # when jobs compute on the same machine (a dyno, `make run`); they still get every idle cycle.
-    if args.kind == "fork":  # a simple worker is the latency option: its jobs start at once
+    # Lower priority for this process and the work horses it forks, or the jobs it runs in threads:
+    # the web keeps the CPU it needs when jobs compute on the same machine (a dyno, `make run`);
+    # they still get every idle cycle, and an idle worker starts a job as soon.
+    if args.kind != "simple":  # a simple worker is the latency option, at the web's priority
         os.nice(settings.worker_nice)
         nice_own_autogroup(settings.worker_nice)
     worker = build_worker(
@@ -149,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         worker.idle_priority = settings.job_idle_priority
     if isinstance(worker, ConcurrentWorker):
         worker.grace_seconds = settings.worker_grace_seconds
-        worker.concurrency = concurrency or DEFAULT_CONCURRENCY
+        worker.concurrency = concurrency
     # SIGTERM/SIGINT: RQ's warm shutdown; the running job has the grace period to finish, else it
     # goes back to its queue (a second signal: at once). A simple worker waits for it to finish.
     worker.work(burst=args.burst, with_scheduler=True, logging_level=level)

@@ -43,6 +43,7 @@ from rq import worker_registration
 from rq.serializers import JSONSerializer
 from rq.worker_pool import ForkProcess, WorkerData, WorkerPool
 
+from service import tracing
 from service.catalog import Registry
 from service.connection import connect
 from service.settings import Settings
@@ -173,7 +174,10 @@ def run_child(
     _stop_with_parent(pool_pid)
     worker = build_worker(connect(settings, patient=True), queues, "simple", name, registry)
     worker.max_memory_mb = max_memory_mb
-    worker.work(burst=burst, with_scheduler=True, logging_level=logging_level, max_jobs=max_jobs)
+    try:
+        worker.work(burst=burst, with_scheduler=True, logging_level=logging_level, max_jobs=max_jobs)
+    finally:
+        tracing.flush()  # a child ends with os._exit: the SDK's own flush at exit never runs
 
 
 def _stop_with_parent(pool_pid: int) -> None:

@@ -17,11 +17,11 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from rq.executions import Execution
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.utils import as_text, parse_composite_key
 from rq.worker import BaseWorker, WorkerStatus
 
-from service.store.atomic import Group, record, run_groups
+from service.store.atomic import Command, Group, record, run_groups
 from service.store.expiry import expire, expired, ttl_of
 from service.store.layout import (
     events_channel,
@@ -61,8 +61,12 @@ def heartbeat_ttl(interval: float, job: Job, working_time: float = 0.0) -> int:
     return int(interval) + HEARTBEAT_MARGIN
 
 
+CLAIM_LOST = "job %s: canceled, deleted or given back to its queue before this worker claimed it"
+
+
 class ClaimLostError(Exception):
-    """A sweep gave the job back to its queue before this worker claimed it: not this worker's to run."""
+    """The job was canceled, deleted or given back to its queue by a sweep before this worker claimed
+    it: not this worker's to run."""
 
 
 def expire_stale(worker: BaseWorker, job: Job) -> bool:
@@ -81,7 +85,8 @@ def claim(worker: BaseWorker, job: Job) -> Execution:
 
     RQ records a run in the worker, then marks the job started in the work horse: a worker killed in
     between left a run whose job still read `queued`, which RQ's sweep dropped, and the job was lost.
-    Raises ClaimLostError when a sweep gave the job back to its queue first (this worker stalled).
+    Raises ClaimLostError when it was canceled or deleted meanwhile, or a sweep gave it back to its
+    queue first (this worker stalled).
     """
     execution = claim_many(worker, [job])[0]
     if execution is None:
@@ -91,13 +96,19 @@ def claim(worker: BaseWorker, job: Job) -> Execution:
 
 def claim_many(worker: BaseWorker, jobs: Sequence[Job]) -> list[Execution | None]:
     """Claim jobs `worker` took, in one round trip; for each its run, or None where the claim was
-    lost (nothing of it written: its id was no longer on the intermediate list)."""
+    lost (nothing of it written): canceled or deleted since it was taken (a sweep of the intermediate
+    list then drops its id), or given back to its queue by a sweep."""
     groups: list[Group] = []
     executions: list[Execution] = []
     for job in jobs:
         commands, execution = record(worker.connection, partial(_claim_writes, worker, job))
-        guard = ("LREM", intermediate_key(job.origin), 1, job.id)  # 1: it was ours to claim
-        groups.append(Group(commands, guard, expect=1))
+        # Still queued (not canceled or deleted since it was taken), and still on the intermediate
+        # list (not given back by a sweep): only then is it this worker's to run.
+        guards: list[tuple[Command, str | int]] = [
+            (("HGET", job.key, "status"), JobStatus.QUEUED.value),
+            (("LREM", intermediate_key(job.origin), 1, job.id), 1),
+        ]
+        groups.append(Group(commands, guards))
         executions.append(execution)
     # The worker's own writes once, whatever became of each claim: a heartbeat as long as the
     # longest run's or RQ's plain one, whichever is longer, and busy (undone by the caller if no

@@ -7,6 +7,10 @@ cancel); `retry_after` (the job asked to run again later: service/flow.py). RQ d
 A run that a stopping worker cuts short and requeues is `interrupted`, reported by service/worker/shutdown.py.
 Reporting never fails a job: a broken report is a warning in the log.
 
+The request that enqueued the job (its `request_id`, kept in the job's meta) is carried by both
+lines and, in the thread that runs the job, by every line logged from its start to its end. With
+tracing on, the run is a span from the start to the end (service/worker/trace.py).
+
 Runs that no worker sees end (a worker killed with SIGKILL) are not counted here: RQ finds them
 abandoned later, and `offload_jobs{status="failed"}` shows them.
 """
@@ -21,9 +25,11 @@ from rq.job import Job, JobStatus
 from rq.utils import now
 from rq.worker import BaseWorker
 
-from service.logs import fields
+from service.logs import fields, request_id_var
 from service.store.enqueue import count_event
+from service.tracing import REQUEST_ID_META
 from service.worker.job import registered_job
+from service.worker.trace import end_run, start_run
 
 log = logging.getLogger("offload.job")
 
@@ -69,15 +75,19 @@ def quiet_rq_job_lines() -> None:
 
 
 def report_start(worker: BaseWorker, job: Job) -> None:
-    """Log `job started`; never fails the job."""
+    """Log `job started`, and start the run's span; never fails the job."""
     try:
-        log.info("job started", extra=fields(**_job_fields(worker, job)))
+        details = _job_fields(worker, job)
+        request_id_var.set(details.get("request_id"))  # this thread's lines until the end: the job's
+        start_run(job, details["job"])
+        log.info("job started", extra=fields(**details))
     except Exception:  # a report must never cost a job its run
         log.warning("could not report the start of job %s", job.id, exc_info=True)
 
 
 def report_end(worker: BaseWorker, job: Job, outcome: str, counted: bool = False) -> None:
-    """Log `job ended` with its outcome and duration, and count the end unless `counted` already."""
+    """Log `job ended` with its outcome and duration, count the end unless `counted` already, and end
+    the run's span."""
     try:
         details = _job_fields(worker, job)
         if not counted:
@@ -94,12 +104,19 @@ def report_end(worker: BaseWorker, job: Job, outcome: str, counted: bool = False
                 duration_ms=round(duration * 1000, 1) if duration is not None else None,
             ),
         )
+        end_run(job, details["job"], outcome, flush=worker.is_horse)  # a horse exits with os._exit
     except Exception:
         log.warning("could not report the end of job %s (%s)", job.id, outcome, exc_info=True)
+    finally:
+        request_id_var.set(None)
 
 
 def _job_fields(worker: BaseWorker, job: Job) -> dict[str, Any]:
-    return {"job_id": job.id, "job": job_name(job), "queue": job.origin, "worker": worker.name}
+    found = {"job_id": job.id, "job": job_name(job), "queue": job.origin, "worker": worker.name}
+    request_id = job.meta.get(REQUEST_ID_META)
+    if isinstance(request_id, str):
+        found["request_id"] = request_id
+    return found
 
 
 def failure_outcome(job: Job) -> str:

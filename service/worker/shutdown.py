@@ -40,7 +40,9 @@ from rq.worker import BaseWorker
 from service.logs import fields
 from service.store.enqueue import count_event
 from service.store.layout import events_channel
+from service.tracing import REQUEST_ID_META
 from service.worker.report import job_name
+from service.worker.trace import end_run
 
 log = logging.getLogger("offload.job")
 
@@ -187,14 +189,11 @@ def requeue(
         )
         return
     # RQ has just logged the cut-off run as a failure; this says what became of the job.
-    log.warning(
-        "job requeued",
-        extra=fields(
-            job_id=job.id,
-            job=name,
-            queue=queue.name,
-            worker=worker.name,
-            reason=reason,
-            duration_ms=round(duration * 1000, 1),
-        ),
-    )
+    details = {"job_id": job.id, "job": name, "queue": queue.name, "worker": worker.name}
+    if (request_id := job.meta.get(REQUEST_ID_META)) is not None:
+        details["request_id"] = request_id
+    log.warning("job requeued", extra=fields(**details, reason=reason, duration_ms=round(duration * 1000, 1)))
+    try:
+        end_run(job, name, INTERRUPTED, started=started)
+    except Exception:  # a report must never cost a job its requeue
+        log.warning("could not end the span of job %s's run", job.id, exc_info=True)

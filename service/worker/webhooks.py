@@ -20,6 +20,7 @@ from redis import Redis
 from rq.job import Job, get_current_job
 from rq.serializers import JSONSerializer
 
+from service import tracing
 from service.catalog import Registry
 from service.settings import load_settings
 from service.store.layout import WEBHOOK_QUEUE
@@ -90,18 +91,22 @@ def deliver_callback(job_id: str) -> dict[str, Any]:
     secret = load_settings().webhook_secret
     if secret is None:
         raise DeliveryError("WEBHOOK_SECRET is not set on the worker; cannot sign the delivery")
-    request = urllib.request.Request(  # noqa: S310  (the URL was checked to be http(s) on enqueue)
-        callback["url"],
-        data=body,
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "User-Agent": "offload-webhooks",
-            "Offload-Job-Id": job.id,
-            SIGNATURE_HEADER: sign(secret.get_secret_value(), int(time.time()), body),
-        },
-    )
-    status_code, error = _post(request)
+    # Tracing on: a CLIENT span, child of this delivery's run, whose `traceparent` the POST carries.
+    with tracing.calling("POST", callback["url"]) as call:
+        request = urllib.request.Request(  # noqa: S310  (the URL was checked to be http(s) on enqueue)
+            callback["url"],
+            data=body,
+            method="POST",
+            headers={
+                **call.headers,
+                "Content-Type": "application/json",
+                "User-Agent": "offload-webhooks",
+                "Offload-Job-Id": job.id,
+                SIGNATURE_HEADER: sign(secret.get_secret_value(), int(time.time()), body),
+            },
+        )
+        status_code, error = _post(request)
+        call.answered(status_code)
     delivered = status_code is not None and 200 <= status_code < 300
     callback.update(
         attempts=int(callback.get("attempts", 0)) + 1,

@@ -34,7 +34,14 @@ from service.store.enqueue import count_event
 from service.store.layout import events_channel
 from service.store.wake import wake
 from service.worker.finish import fast_end
-from service.worker.recovery import ClaimLostError, claim, ended_before_kill, expire_stale, heartbeat_ttl
+from service.worker.recovery import (
+    CLAIM_LOST,
+    ClaimLostError,
+    claim,
+    ended_before_kill,
+    expire_stale,
+    heartbeat_ttl,
+)
 from service.worker.report import (
     RETRY_AFTER,
     failure_outcome,
@@ -73,7 +80,7 @@ class OffloadWorker(BaseWorker):
         try:
             super().execute_job(job, queue)
         except ClaimLostError:
-            self.log.warning("job %s: given back to its queue before this worker claimed it", job.id)
+            self.log.warning(CLAIM_LOST, job.id)
             if not self.executions:  # a concurrent worker may still run others
                 self.set_state(WorkerStatus.IDLE)
         self._stop_if_too_big()
@@ -161,9 +168,8 @@ class OffloadWorker(BaseWorker):
         super().handle_job_retry(job, *args, **kwargs)
         self._announce(job, "retried")
         self._wake_for_slot(job)
-        report_end(
-            self, job, RETRY_AFTER if job.get_status(refresh=False) == "scheduled" else failure_outcome(job)
-        )
+        failed = job.get_status(refresh=False) == "failed"  # asked once too often (RETRY_AFTER_LIMIT)
+        report_end(self, job, "failed" if failed else RETRY_AFTER)
 
     def _wake_for_slot(self, job: Job) -> None:
         """RQ's end of a capped job frees its slot and queues the next job of its key (rq/rate_limit.py),

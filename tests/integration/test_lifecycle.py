@@ -9,8 +9,13 @@ from typing import Any
 import pytest
 
 from service.dev.harness import Stack, wait_until
+from service.settings import Settings
 
 pytestmark = pytest.mark.integration
+
+
+# The shared stack's worker: the Procfile's default, a concurrent worker of WORKER_CONCURRENCY slots.
+WORKER_SLOTS = Settings.model_fields["worker_concurrency"].default
 
 
 def post(
@@ -134,11 +139,14 @@ def test_no_worker_takes_from_a_paused_queue_until_it_is_resumed(stack: Stack) -
 
 
 def test_a_job_not_started_within_its_ttl_is_canceled_unrun(stack: Stack) -> None:
-    # The one worker is busy for 3 s: the job queued behind it expires before the worker reaches it.
-    busy = post(stack, "/jobs/very_long_task", {"seconds": 3})
-    assert wait_until(lambda: status(stack, busy["id"]) == "started", 10), stack.logs()
+    # Every slot of the one worker is busy for 3 s: the job queued behind them expires before the
+    # worker reaches it.
+    busy = [post(stack, "/jobs/very_long_task", {"seconds": 3}) for _ in range(WORKER_SLOTS)]
+    running = {job["id"] for job in busy}
+    assert wait_until(lambda: all(status(stack, job_id) == "started" for job_id in running), 10), stack.logs()
     stale = post(stack, "/jobs/word_count", {"text": "stale"}, ttl=1)
-    assert stack.wait_for_job(busy["id"], 15)["status"] == "finished", stack.logs()
+    for job in busy:
+        assert stack.wait_for_job(job["id"], 15)["status"] == "finished", stack.logs()
     after = post(stack, "/jobs/word_count", {"text": "fresh"})
     assert stack.wait_for_job(after["id"], 10)["status"] == "finished", stack.logs()
     view = stack.client.get(f"/jobs/{stale['id']}").json()

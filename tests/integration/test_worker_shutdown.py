@@ -1,4 +1,6 @@
-"""The Procfile's worker stopped the way Heroku and honcho stop it: signals to its process group."""
+"""The Procfile's forking worker stopped the way Heroku and honcho stop it: signals to its process group.
+
+(The concurrent worker's stop is in test_worker_concurrent.py.)"""
 
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ pytestmark = pytest.mark.integration
 
 # The grace period the worker gets in these tests (WORKER_GRACE_SECONDS), short to keep them quick.
 GRACE = 2.0
+FORK = {"WORKER_KIND": "fork"}  # one job at a time, in a work horse
 
 
 def post_job(stack: Stack, seconds: float, **params: Any) -> dict[str, Any]:
@@ -84,7 +87,7 @@ def assert_requeued_at_front(stack: Stack, job_id: str, behind: str, retries_lef
 def test_sigterm_lets_the_running_job_finish(
     start_redis: StartRedis, start_stack: StartStack, tmp_path: Path
 ) -> None:
-    stack = start_stack(start_redis(tmp_path / "redis").url)
+    stack = start_stack(start_redis(tmp_path / "redis").url, env=FORK)
     worker = stack.processes["worker"]
     job = start_long_job(stack, 2)
     restart_dyno(worker)
@@ -98,7 +101,7 @@ def test_sigterm_lets_the_running_job_finish(
 def test_a_killed_worker_takes_its_work_horse_down(
     start_redis: StartRedis, start_stack: StartStack, tmp_path: Path
 ) -> None:
-    stack = start_stack(start_redis(tmp_path / "redis").url)
+    stack = start_stack(start_redis(tmp_path / "redis").url, env=FORK)
     worker = stack.processes["worker"]
     start_long_job(stack, 60)
     below = descendants(worker.popen.pid)
@@ -112,7 +115,7 @@ def test_a_killed_worker_takes_its_work_horse_down(
 def test_a_job_longer_than_the_grace_period_goes_back_to_the_front_of_its_queue(
     start_redis: StartRedis, start_stack: StartStack, tmp_path: Path
 ) -> None:
-    stack = start_stack(start_redis(tmp_path / "redis").url, env={"WORKER_GRACE_SECONDS": str(GRACE)})
+    stack = start_stack(start_redis(tmp_path / "redis").url, env={**FORK, "WORKER_GRACE_SECONDS": str(GRACE)})
     worker = stack.processes["worker"]
     job = start_long_job(stack, 4, retries=2)["id"]
     behind = post_job(stack, 0)["id"]
@@ -125,7 +128,7 @@ def test_a_job_longer_than_the_grace_period_goes_back_to_the_front_of_its_queue(
     assert_requeued_at_front(stack, job, behind, retries_left=2)
 
     # The next worker runs it first, to the end, once.
-    env = child_env(REDIS_URL=stack.redis_url)
+    env = child_env(REDIS_URL=stack.redis_url, **FORK)
     successor = start_logged("worker2", procfile_commands()["worker"], tmp_path / "worker2.log", env)
     try:
         ended = stack.wait_for_job(job, 20)
@@ -150,7 +153,7 @@ def test_a_job_longer_than_the_grace_period_goes_back_to_the_front_of_its_queue(
 def test_a_second_sigterm_requeues_the_running_job_at_once(
     start_redis: StartRedis, start_stack: StartStack, tmp_path: Path
 ) -> None:
-    stack = start_stack(start_redis(tmp_path / "redis").url)  # the default grace, 25 s
+    stack = start_stack(start_redis(tmp_path / "redis").url, env=FORK)  # the default grace, 25 s
     worker = stack.processes["worker"]
     job = start_long_job(stack, 30, retries=1)["id"]
     behind = post_job(stack, 0)["id"]

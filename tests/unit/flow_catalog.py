@@ -52,3 +52,9 @@ async def throttled_async() -> str:
     if not job.meta.get("retry_after"):
         retry_after(0.2, "slow down")
     return "done"
+
+
+@flow.job(concurrency=2, concurrency_key="customer_id", unique_by=("n",))
+def unique_capped(customer_id: str, n: int) -> int:
+    """Unique per `n`, and two at once per customer: both checks in the one enqueue script."""
+    return n

@@ -104,3 +104,18 @@ def test_an_expired_job_frees_its_slot(connection: Redis) -> None:
     assert _status(connection, jobs[0].id) == "canceled"
     assert _status(connection, jobs[2].id) == "queued"
     assert jobs[0].id not in _registry(connection, "capped").get_allowed_job_ids()
+
+
+def test_a_unique_capped_job_is_checked_for_both_in_one_write(connection: Redis) -> None:
+    registered = flow.get("unique_capped")
+    assert registered is not None
+    items = [("a", 1), ("a", 1), ("a", 2), ("a", 3), ("b", 4)]
+    inputs = [registered.input_model.model_validate({"customer_id": c, "n": n}) for c, n in items]
+    written = enqueue(connection, registered, inputs)
+    assert written.duplicates == [1]  # the second n=1 got the first's job
+    assert written.ids[1] == written.ids[0]
+    assert [job.status for job in written.jobs] == ["queued", "queued", "rate_limited", "queued"]
+    assert _registry(connection, "unique_capped:a").get_rate_limited_job_ids() == [written.ids[3]]
+    again = enqueue(connection, registered, inputs[3:4])  # n=3 waits for a slot: still its job
+    assert again.ids == [written.ids[3]]
+    assert again.duplicates == [0]

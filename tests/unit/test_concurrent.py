@@ -5,6 +5,7 @@ shutdown end one run, not the others, and a stopped worker's runs go back to the
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import queue
 import signal
@@ -25,6 +26,7 @@ from service.web.routes.listing import _workers
 from service.worker import concurrent
 from service.worker.concurrent import ConcurrentWorker
 from service.worker.main import _concurrency_error, build_worker
+from service.worker.recovery import claim_many
 
 WAIT = 10  # seconds any wait in these tests gives up after
 
@@ -232,6 +234,36 @@ def test_a_run_stopped_before_its_function_starts_never_starts(
             super().put(run, block, timeout)
 
     monkeypatch.setattr(worker, "_tasks", StopFirst())
+    worker.work(burst=True, with_scheduler=False)
+    assert _fetch(connection, target).get_status() == JobStatus.STOPPED
+    assert started == []
+
+
+def test_a_stop_that_comes_between_the_claim_and_the_run_stops_it(
+    registry: Registry,
+    connection: Redis,
+    make_worker: Callable[..., ConcurrentWorker],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The API reads `started` from the claim and sends its stop before the worker knows the run.
+    started: list[str] = []
+
+    @registry.job()
+    def forever() -> None:
+        started.append("forever")
+        while True:
+            time.sleep(0.05)
+
+    worker = make_worker(concurrency=2)
+    target = forever.enqueue(connection)
+
+    def claim_then_stop(worker: ConcurrentWorker, jobs: list[Job]) -> Any:
+        claimed = claim_many(worker, jobs)
+        stop = json.dumps({"command": "stop-job", "job_id": target.id}).encode()
+        worker.handle_payload({"data": stop})
+        return claimed
+
+    monkeypatch.setattr("service.worker.concurrent.claim_many", claim_then_stop)
     worker.work(burst=True, with_scheduler=False)
     assert _fetch(connection, target).get_status() == JobStatus.STOPPED
     assert started == []

@@ -75,6 +75,23 @@ def test_the_claim_records_the_run_marks_it_started_and_leaves_the_intermediate_
     assert worker.get_state() == WorkerStatus.BUSY
 
 
+def test_a_job_canceled_between_its_take_and_its_claim_is_not_run(connection: Redis) -> None:
+    enqueued = word_count.enqueue(connection, text="a b")
+    worker = build_worker(connection, kind="simple")
+    worker.register_birth()  # type: ignore[no-untyped-call]  # rq leaves it unannotated
+    taken = worker.dequeue_job_and_maintain_ttl(None)
+    assert taken is not None
+    Job.fetch(enqueued.id, connection=connection, serializer=JSONSerializer).cancel()
+    with pytest.raises(ClaimLostError):
+        worker.prepare_execution(taken[0])
+    assert status(connection, enqueued.id) == JobStatus.CANCELED
+    assert enqueued.id not in taken[1].started_job_registry.get_job_ids(cleanup=False)
+    assert not connection.keys("rq:execution:*")
+    sweep(worker)  # its id, left on the intermediate list, is dropped: nothing to give back
+    assert intermediate(connection, "default") == []
+    assert queued(connection, "default") == []
+
+
 def test_a_job_taken_by_a_worker_that_died_before_its_claim_goes_back_to_the_front_unrun(
     connection: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:

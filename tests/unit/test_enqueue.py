@@ -24,6 +24,7 @@ from rq.serializers import JSONSerializer
 
 from service.catalog import RegisteredJob, load_catalog
 from service.connection import CommandBatcher, unpacked
+from service.logs import request_id_var
 from service.store.enqueue import (
     Enqueued,
     IdempotencyConflictError,
@@ -71,6 +72,9 @@ CASES: dict[str, tuple[str, list[dict[str, Any]], EnqueueOptions]] = {
     ),
     "batch": ("word_count", [{"text": str(n) * 100} for n in range(5)], EnqueueOptions(retries=1)),
     "waits": ("word_count", [{"text": "a"}, {"text": "b"}], EnqueueOptions(depends_on=(DEPENDENCY,))),
+    "unique": ("sync_account", [{"account_id": 1}, {"account_id": 2}], EnqueueOptions()),
+    "unique scheduled": ("sync_account", [{"account_id": 1}], EnqueueOptions(at=AT)),
+    "unique waits": ("sync_account", [{"account_id": 1}], EnqueueOptions(depends_on=(DEPENDENCY,))),
     "may fail": (
         "word_count",
         [{"text": "a"}],
@@ -114,8 +118,10 @@ def _by_rq(
     items: list[dict[str, Any]],
     options: EnqueueOptions,
     ids: list[str],
+    meta: dict[str, Any] | None = None,
 ) -> None:
-    """RQ's own enqueue of the same jobs: what the job's defaults and these options mean to RQ."""
+    """RQ's own enqueue of the same jobs: what the job's defaults and these options mean to RQ, and
+    `meta` what a request adds to the job's meta."""
     defaults = registered.defaults
     queue = Queue(options.queue or defaults.queue, connection=connection, serializer=JSONSerializer)
     retries = defaults.retries if options.retries is None else options.retries
@@ -126,6 +132,8 @@ def _by_rq(
     ttl = defaults.ttl if options.ttl is None else options.ttl
     if ttl is not None:  # where the worker and the views read it (service/store/expiry.py)
         hooks["meta"] = {**hooks.get("meta", {}), "ttl": ttl}
+    if meta:
+        hooks["meta"] = {**hooks.get("meta", {}), **meta}
     arguments: dict[str, Any] = {
         "result_ttl": defaults.result_ttl if options.result_ttl is None else options.result_ttl,
         "failure_ttl": defaults.failure_ttl,
@@ -263,6 +271,37 @@ def _assert_offload_keys(
         bucket = registered.name if field is None else f"{registered.name}:{job.kwargs[field]}"
         window = flow_control.rate.per * 1000 + 100
         assert spec == f"{flow_control.rate.limit} {window} {bucket}".encode()
+
+
+@pytest.mark.parametrize("case", ["defaults", "ttl and callback", "scheduled", "batch"])
+def test_the_requests_id_goes_into_each_jobs_meta_as_rq_would_write_it(case: str) -> None:
+    """The request id (service/logs.py `request_id_var`) travels in RQ's own meta field: the writes
+    are still RQ's, with the meta RQ would write had it been given the id."""
+    name, items, options = CASES[case]
+    registered = _registered(name)
+    ours, theirs = (
+        fakeredis.FakeRedis(server=fakeredis.FakeServer()),
+        fakeredis.FakeRedis(server=fakeredis.FakeServer()),
+    )
+    inputs = _inputs(registered, items)
+    token = request_id_var.set("req-17")
+    try:
+        enqueued = enqueue(ours, registered, inputs, options)
+    finally:
+        request_id_var.reset(token)
+    kwargs = [params.model_dump(mode="json") for params in inputs]
+    _by_rq(theirs, registered, kwargs, options, enqueued.ids, meta={"request_id": "req-17"})
+
+    assert _rq_state(ours) == _rq_state(theirs)
+    for written in enqueued.jobs:
+        job = Job.fetch(written.id, connection=ours, serializer=JSONSerializer)
+        assert job.meta == written.meta
+        assert written.meta["request_id"] == "req-17"
+        assert new_job_view(written, name).request_id == "req-17"
+    # Without a request, the template's packed meta goes as it is.
+    again = enqueue(ours, registered, inputs, options).jobs[0]
+    assert "request_id" not in again.meta
+    assert "request_id" not in Job.fetch(again.id, connection=ours, serializer=JSONSerializer).meta
 
 
 def test_a_missing_dependency_writes_nothing() -> None:

@@ -20,8 +20,8 @@ KEYS = {
     "reader": ("r" * 24, ["read"]),
     "narrow": ("n" * 24, ["enqueue"]),  # word_count only
 }
-# What differs between two answers to the same request: each job's own id and times.
-OWN = {"id", "url", "created_at", "enqueued_at", "scheduled_for"}
+# What differs between two answers to the same request: each job's own id and times, the request's id.
+OWN = {"id", "url", "created_at", "enqueued_at", "scheduled_for", "request_id"}
 DEPENDENCY = "0f8fad5b-d9cb-469f-a165-70867728950e"
 
 

@@ -9,6 +9,7 @@ from jobs.examples import (
     always_fails,
     count_primes,
     process_items,
+    sync_account,
     very_long_task,
     word_count,
 )
@@ -36,3 +37,9 @@ def test_always_fails() -> None:
 
 def test_process_items() -> None:
     assert process_items(3, 0) == {"processed": 3}
+
+
+def test_sync_account() -> None:
+    assert sync_account(7, 0) == {"account_id": 7, "seconds": 0}
+    assert sync_account.unique is not None
+    assert sync_account.unique.by == ("account_id",)

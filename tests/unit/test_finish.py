@@ -177,6 +177,6 @@ def test_the_guard_and_the_writes_are_one_step(connection: Redis) -> None:
     # writes nothing, so RQ's own end (with its WATCH) handles it.
     connection.sadd(f"rq:job:{JOB_ID}:dependents", DEPENDENT_ID)
     commands = [("HSET", f"rq:job:{JOB_ID}", "status", "finished")]
-    held = run_groups(connection, [Group(commands, ("EXISTS", f"rq:job:{JOB_ID}:dependents"), 0)])
+    held = run_groups(connection, [Group(commands, [(("EXISTS", f"rq:job:{JOB_ID}:dependents"), 0)])])
     assert held == [False]
     assert not connection.exists(f"rq:job:{JOB_ID}")

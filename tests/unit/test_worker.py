@@ -21,7 +21,7 @@ from service.worker.main import (
     main,
     nice_own_autogroup,
 )
-from service.worker.worker import ForkWorker, InProcessWorker
+from service.worker.worker import ForkWorker, InProcessWorker, OffloadWorker
 
 
 def not_a_job(path: str) -> None:
@@ -86,11 +86,48 @@ def test_main_refuses_unknown_queues(capsys: pytest.CaptureFixture[str]) -> None
     assert "unknown queues ['urgent']" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "env", "kind", "concurrency"),
+    [
+        ([], {}, "concurrent", 10),
+        (["--concurrency", "3"], {"WORKER_KIND": "fork"}, "concurrent", 3),
+        ([], {"WORKER_CONCURRENCY": "40"}, "concurrent", 40),
+        ([], {"WORKER_KIND": "simple", "WORKER_CONCURRENCY": "40"}, "simple", None),
+        (["--kind", "fork"], {"WORKER_CONCURRENCY": "40"}, "fork", None),
+    ],
+)
+def test_main_runs_a_concurrent_worker_unless_told_otherwise(
+    argv: list[str],
+    env: dict[str, str],
+    kind: str,
+    concurrency: int | None,
+    monkeypatch: pytest.MonkeyPatch,
+    connection: Redis,
+) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://fakeredis.invalid:6379/0")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr("service.worker.main.connect", lambda settings, patient: connection)
+    monkeypatch.setattr("service.worker.main.configure_logging", lambda *args: None)
+    monkeypatch.setattr(os, "nice", lambda *args: None)
+    monkeypatch.setattr("service.worker.main.nice_own_autogroup", lambda *args: None)
+    ran: list[tuple[str, int | None]] = []
+
+    def work(self: OffloadWorker, **options: object) -> None:
+        ran.append((type(self).__name__, getattr(self, "concurrency", None)))
+
+    monkeypatch.setattr(OffloadWorker, "work", work)
+    main(argv)
+    names = {"concurrent": "ConcurrentWorker", "fork": "ForkWorker", "simple": "InProcessWorker"}
+    assert ran == [(names[kind], concurrency)]
+
+
 def test_main_gives_a_forking_worker_its_grace_period(
     monkeypatch: pytest.MonkeyPatch, connection: Redis
 ) -> None:
     monkeypatch.setenv("REDIS_URL", "redis://fakeredis.invalid:6379/0")
     monkeypatch.setenv("WORKER_GRACE_SECONDS", "7.5")
+    monkeypatch.setenv("WORKER_KIND", "fork")
     monkeypatch.setattr("service.worker.main.connect", lambda settings, patient: connection)
     monkeypatch.setattr("service.worker.main.configure_logging", lambda *args: None)
     seen: list[float] = []

@@ -97,10 +97,12 @@ class EnqueueRoute(APIRoute):
             found, failed = await request_body_to_args([body_field], body, embed_body_fields=False)
             if errors or failed:
                 raise RequestValidationError(errors + failed, body=body)
-            headers = _Headers()  # what the endpoint adds (Location, Idempotent-Replayed)
+            headers = _Headers()  # what the endpoint adds (Location, Idempotent-Replayed, a 200)
             result = await endpoint(request=request, response=headers, **values, **found)
             response = Response(
-                response_field.serialize_json(result), status_code, media_type="application/json"
+                response_field.serialize_json(result),
+                headers.status_code or status_code,  # as FastAPI honours its sub-response's
+                media_type="application/json",
             )
             response.headers.raw.extend(headers.headers.raw)
             return response
@@ -143,13 +145,14 @@ class _Invalid(Exception):
 
 
 class _Headers:
-    """What the endpoint adds to its response (Location, Idempotent-Replayed): a `Response`'s
-    headers without the rest of one."""
+    """What the endpoint adds to its response (Location, Idempotent-Replayed) and the status it
+    sets (a unique job's duplicate: 200): a `Response`'s headers and status without the rest of one."""
 
-    __slots__ = ("headers",)
+    __slots__ = ("headers", "status_code")
 
     def __init__(self) -> None:
         self.headers = MutableHeaders()
+        self.status_code: int | None = None
 
 
 def _immutable(value: Any) -> bool:

@@ -16,13 +16,14 @@ from redis import Redis
 from service.catalog import RegisteredJob, Registry
 from service.schemas import JobView
 from service.settings import Settings
-from service.store.enqueue import enqueue_async
+from service.store.enqueue import Enqueued, enqueue_async
 from service.store.layout import JOB_ID_PATTERN, QUEUES, TERMINAL, is_job_id
 from service.store.options import EnqueueOptions, Idempotency
 from service.store.views import fetch_job, fetch_jobs, job_view, job_views, new_job_view, wait_for_end
 from service.web.auth import may_enqueue_job, require
 from service.web.deps import ConnectionDep, RegistryDep, SettingsDep
 from service.web.errors import InvalidOptionError, TooLargeError, UnknownJobNameError
+from service.web.routes.duplicates import batch_duplicate_responses, duplicate_responses, mark_duplicates
 from service.web.routes.enqueue_route import enqueue_route
 
 JOB_ID = Path(pattern=JOB_ID_PATTERN, description="The id returned by the enqueue")
@@ -154,6 +155,7 @@ def add_routes(router: APIRouter, registry: Registry) -> None:
             operation_id=f"enqueue_{registered.name}",
             summary=f"Enqueue {registered.name}",
             description=registered.description,
+            responses=duplicate_responses(registered),
             **enqueues,
         )
         router.add_api_route(
@@ -163,7 +165,10 @@ def add_routes(router: APIRouter, registry: Registry) -> None:
             operation_id=f"enqueue_{registered.name}_batch",
             summary=f"Enqueue a batch of {registered.name}",
             description=f"One {registered.name} job per item, all or none. {registered.description}",
-            responses={413: {"description": "More items than MAX_BATCH_SIZE"}},
+            responses={
+                413: {"description": "More items than MAX_BATCH_SIZE"},
+                **batch_duplicate_responses(registered),
+            },
             route_class_override=enqueue_route(registered),
             **enqueues,
         )
@@ -204,13 +209,13 @@ def _enqueue_endpoint(registered: RegisteredJob[..., Any]) -> Any:
         params = body if body is not None else model()
         enqueued = await enqueue_async(state.batcher.execute, registered, [params], options, key)
         job_id = enqueued.ids[0]
-        _describe(response, enqueued.replayed, job_id)
-        if not wait and not enqueued.replayed:  # the common request: answered from what was written
+        _describe(response, enqueued, job_id)
+        if not wait and not enqueued.replayed and not enqueued.duplicates:  # answered from what was written
             return new_job_view(enqueued.jobs[0], registered.name, registered.flow)
         connection: Redis = state.connection
         registry: Registry = state.registry
 
-        def read() -> JobView:  # a replay shows the job as it is now; a wait blocks: in a thread
+        def read() -> JobView:  # a replay or a duplicate shows the job as it is now; a wait blocks
             job = fetch_job(connection, job_id)
             if wait and job.get_status(refresh=False) not in TERMINAL:
                 job = wait_for_end(connection, job, wait)
@@ -238,13 +243,13 @@ def _batch_endpoint(registered: RegisteredJob[..., Any]) -> Any:
             limit = state.settings.max_batch_size
             raise TooLargeError(f"a batch holds at most {limit} items, not {len(items)}")
         enqueued = await enqueue_async(state.batcher.execute, registered, items, options, key)
-        _describe(response, enqueued.replayed, None)
-        if not enqueued.replayed:
+        _describe(response, enqueued, None)
+        if not enqueued.replayed and not enqueued.duplicates:
             return [new_job_view(job, registered.name, registered.flow) for job in enqueued.jobs]
         connection: Redis = state.connection
         registry: Registry = state.registry
 
-        def read() -> list[JobView]:  # the jobs the key's first request made, as they are now
+        def read() -> list[JobView]:  # the jobs the items got (maybe earlier ones), as they are now
             return job_views(connection, fetch_jobs(connection, enqueued.ids), registry)
 
         return await anyio.to_thread.run_sync(read)
@@ -266,10 +271,12 @@ def _with_body(endpoint: Any, annotation: Any, default: Any, name: str) -> Any:
     return endpoint
 
 
-def _describe(response: Response, replayed: bool, job_id: str | None) -> None:
+def _describe(response: Response, enqueued: Enqueued, job_id: str | None) -> None:
     if job_id is not None:
         response.headers["Location"] = f"/jobs/{job_id}"
-    if replayed:
+    if enqueued.duplicates:
+        mark_duplicates(response, enqueued.duplicates, job_id)
+    if enqueued.replayed:
         response.headers["Idempotent-Replayed"] = "true"
 
 

@@ -44,6 +44,8 @@ def read_catalog(registry: RegistryDep, connection: ConnectionDep) -> list[Catal
             rate_key=job.defaults.rate_key,
             concurrency=job.defaults.concurrency,
             concurrency_key=job.defaults.concurrency_key,
+            unique_by=list(job.unique.by) if job.unique is not None else None,
+            unique_while=job.unique.declared if job.unique is not None else None,
             input_schema=job.input_model.model_json_schema(),
             schedule=CatalogSchedule(
                 cron=job.schedule.cron,
