@@ -19,7 +19,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import batch, drain, enqueue_load, isolation, listing_scale, pickup
+from bench import batch, drain, enqueue_load, flow, isolation, listing_scale, pickup
 from bench.load import require_wrk
 from bench.processes import Context
 from bench.report import Row, machine, table
@@ -29,7 +29,7 @@ BENCHMARKS: dict[str, list[Benchmark]] = {
     "p1": [enqueue_load.p1],
     "p2": [batch.p2],
     "p3": [enqueue_load.p3a, isolation.p3b],
-    "p4": [pickup.p4a, drain.p4b],
+    "p4": [pickup.p4a, drain.p4b, flow.p4c],
     "p5": [listing_scale.p5],
 }
 RESULTS = Path(__file__).parent / "RESULTS.md"

@@ -9,14 +9,18 @@ import typing
 from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast
 
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
+from rq import Retry
 from rq.job import Job as RQJob
 from rq.job import get_current_job
 from rq.serializers import JSONSerializer
 
+from service.flow import RETRY_AFTER_LIMIT, FlowControl, RetryAfter, flow_control
+from service.flow import retry_after as retry_after
 from service.store.enqueue import enqueue
 from service.store.layout import QUEUES, WORKER_QUEUES, events_channel
 from service.store.options import EnqueueOptions
@@ -47,6 +51,11 @@ class JobDefaults:
     result_ttl: int = 24 * 3600
     failure_ttl: int = 7 * 24 * 3600
     ttl: int | None = None  # seconds a job may wait queued before it starts; then it is canceled
+    # Flow control (service/flow.py), checked against the input when the job is declared.
+    rate_limit: str | None = None  # "100/minute": at most that many starts in any such window
+    rate_key: str | None = None  # a parameter: one window per value
+    concurrency: int | None = None  # at most this many queued or running at once
+    concurrency_key: str | None = None  # a parameter: the cap is per value
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,14 @@ class RegisteredJob(Generic[P, R]):
         self.path = f"{func.__module__}.{func.__qualname__}"
         self.description = inspect.getdoc(func) or ""
         self.input_model = _input_model(func, name)
+        self.flow: FlowControl | None = flow_control(
+            name,
+            self.input_model,
+            defaults.rate_limit,
+            defaults.rate_key,
+            defaults.concurrency,
+            defaults.concurrency_key,
+        )
         hints = typing.get_type_hints(func, include_extras=True)
         self._result = TypeAdapter(hints["return"]) if "return" in hints else None
         self.is_async = inspect.iscoroutinefunction(func)
@@ -102,6 +119,8 @@ class RegisteredJob(Generic[P, R]):
         call: Callable[..., Any] = self.func
         try:
             result = call(**arguments)
+        except RetryAfter as request:
+            return _later(job, request)
         except Exception as exc:
             _record_error(job, exc)
             raise
@@ -114,6 +133,8 @@ class RegisteredJob(Generic[P, R]):
         _async_job.set(job)
         try:
             result = await call(**arguments)
+        except RetryAfter as request:
+            return _later(job, request)
         except Exception as exc:
             _record_error(job, exc)
             raise
@@ -194,6 +215,21 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self._by_name)
+
+
+def _later(job: Job | None, request: RetryAfter) -> Retry:
+    """What a `retry_after` becomes: RQ's `Retry` return value, which RQ's worker reschedules without
+    spending one of the job's retries (its own count, `number_of_retries`, bounds how often)."""
+    count = (job.number_of_retries or 0) + 1 if job is not None else 1
+    if job is not None:
+        due = datetime.now(UTC) + timedelta(seconds=request.seconds)
+        job.meta["retry_after"] = {"at": due.isoformat(), "reason": request.reason, "count": count}
+        if count > RETRY_AFTER_LIMIT:  # RQ fails it now, with no exception to read the reason from
+            message = f"asked to run later more than {RETRY_AFTER_LIMIT} times"
+            job.meta["error"] = {"type": "RetryAfterLimitError", "message": message}
+            job.save_meta()  # RQ's failure here saves no meta
+    # RQ's worker saves the job (meta included) as it reschedules it.
+    return Retry(max=RETRY_AFTER_LIMIT, interval=request.seconds)
 
 
 def _record_error(job: Job | None, exc: Exception) -> None:

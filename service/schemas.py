@@ -33,13 +33,39 @@ class CallbackView(BaseModel):
     delivered_at: datetime | None = None
 
 
+class HeldView(BaseModel):
+    """Why a job that could run waits, and until when."""
+
+    reason: str = Field(
+        description="`rate_limit`: its rate limit's window is full (status `queued`); `concurrency`: its "
+        "concurrency cap is reached (status `rate_limited`)"
+    )
+    limit: str = Field(description="The limit, as declared: `100/minute per account_id`, `5 at once`")
+    key: str | None = Field(None, description="The key value the limit counts it under, if per key")
+    eligible_at: datetime | None = Field(
+        None,
+        description="Rate limits: the earliest a slot of its window frees (estimated when it was held; "
+        "jobs of the same key held before it go first). Concurrency caps: null, a slot frees when "
+        "one of its key's jobs ends",
+    )
+
+
+class RetryAfterView(BaseModel):
+    """The job's last request to run later (`retry_after`), which spent none of its retries."""
+
+    at: datetime = Field(description="When it is due to run again")
+    reason: str
+    count: int = Field(description="How many times it has asked so far")
+
+
 class JobView(BaseModel):
     """A job as the API shows it."""
 
     id: str
     name: str | None = Field(description="The registered job name; null for jobs not in the catalogue")
     status: str = Field(
-        description="RQ's status: queued, scheduled, deferred, started, finished, failed, stopped, canceled"
+        description="RQ's status: queued, scheduled, deferred, rate_limited (waits for a slot of its "
+        "concurrency cap), started, finished, failed, stopped, canceled"
     )
     queue: str
     input: dict[str, Any]
@@ -64,6 +90,12 @@ class JobView(BaseModel):
     depends_on: list[str] = Field(description="Jobs this one waits for")
     callback: CallbackView | None = Field(
         None, description="The webhook delivery, if a callback_url was given"
+    )
+    held: HeldView | None = Field(
+        None, description="Held back by its rate limit or concurrency cap: why, and until when"
+    )
+    retry_after: RetryAfterView | None = Field(
+        None, description="The job asked to run later (`retry_after`): when, why, how often"
     )
     request_id: str | None = Field(
         None,
@@ -131,6 +163,14 @@ class CatalogEntry(BaseModel):
     result_ttl: int
     ttl: int | None = Field(
         None, description="Seconds a job may wait queued; not started by then, it is canceled unrun"
+    )
+    rate_limit: str | None = Field(
+        None, description="At most this many starts in any window of that length (`100/minute`)"
+    )
+    rate_key: str | None = Field(None, description="The input field whose values each get the rate limit")
+    concurrency: int | None = Field(None, description="At most this many queued or running at once")
+    concurrency_key: str | None = Field(
+        None, description="The input field whose values each get the concurrency cap"
     )
     unique_by: list[str] | None = Field(
         None,

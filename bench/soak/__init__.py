@@ -7,7 +7,9 @@
 Starts a real redis-server, the Procfile's `web` and two `worker`s on loopback. Enqueues `--jobs`
 `soak_step` jobs over HTTP in batches (`POST /jobs/soak_step/batch`, one `Idempotency-Key` per
 batch, the POST retried on a connection error), spread over the three queues, a fraction asked to
-fail (after their two retries) and a few cancelled while queued. While they run it SIGKILLs, every
+fail (after their two retries) and a few cancelled while queued; every fourth batch is of
+`soak_limited`, the same step under a concurrency cap and a rate limit per key, so jobs wait
+`rate_limited` or held while workers die around them. While they run it SIGKILLs, every
 few seconds, a worker (its process group; the kernel then kills its work horse) or only a work
 horse, and starts a replacement worker. A killed horse's job is failed by its worker at once, and
 retried; a killed worker's job stays `started` until its heartbeat lapses and a worker's

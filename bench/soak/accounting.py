@@ -4,8 +4,9 @@ Per accepted job, from its hash and its result stream (`rq:results:<id>`): exact
 status; finished means one successful result holding its own input's `n`, failed means one failed
 result and no success; a job meant to succeed fails only by kills (its retries used up); canceled
 and stopped jobs are ones the soak cancelled. Per queue, from RQ's registries: nothing queued,
-started, scheduled or deferred, and each job in the registry of its status only. The API's
-`GET /queues` must agree.
+started, scheduled, deferred, held by a rate limit or waiting for a cap's slot, no cap's slot still
+held (a leaked slot would stall its key), and each job in the registry of its status only. The
+API's `GET /queues` must agree.
 """
 
 from __future__ import annotations
@@ -30,7 +31,16 @@ from rq.registry import (
 from rq.results import Result
 from rq.serializers import JSONSerializer
 
-from service.store.layout import TERMINAL, queue_key
+from service.store.counts import waiting_for_slots
+from service.store.layout import (
+    HELD_COUNTS_KEY,
+    HELD_DUE_KEY,
+    HELD_PREFIX,
+    RL_KEYS_KEY,
+    TERMINAL,
+    concurrency_keys,
+    queue_key,
+)
 
 FINAL_RESULTS = frozenset({Result.Type.SUCCESSFUL, Result.Type.FAILED, Result.Type.STOPPED})
 # What RQ writes when a run was cut off: the worker saw its horse die, or a sweep found it abandoned.
@@ -85,21 +95,38 @@ def queue_keys(queues: Iterable[str]) -> list[str]:
 
 
 def backlog(connection: redis.Redis, queues: Iterable[str]) -> int:
-    """Jobs waiting in the queues."""
+    """Jobs waiting in the queues, or held back by flow control (a rate limit, a cap)."""
     with connection.pipeline(transaction=False) as pipe:
         for name in queues:
             pipe.llen(queue_key(name))
-        return sum(pipe.execute())
+        waiting: list[int] = pipe.execute()
+    return sum(waiting) + held_back(connection)
 
 
 def in_flight(connection: redis.Redis, queues: Iterable[str]) -> int:
-    """Jobs queued, started (or abandoned, awaiting a sweep), scheduled or deferred."""
+    """Jobs queued, started (or abandoned, awaiting a sweep), scheduled, deferred or held back."""
     with connection.pipeline(transaction=False) as pipe:
         for key in queue_keys(queues):
             pipe.llen(key)
         for name in queues:
             for kind in IN_FLIGHT.values():
                 pipe.zcard(kind(name, connection=connection).key)
+        sizes: list[int] = pipe.execute()
+    return sum(sizes) + held_back(connection)
+
+
+def held_back(connection: redis.Redis) -> int:
+    """Jobs held by their rate limit (offload's held lists) or waiting for a cap's slot (RQ's)."""
+    held: dict[bytes, bytes] = connection.hgetall(HELD_COUNTS_KEY)  # type: ignore[assignment]
+    return sum(int(count) for count in held.values()) + sum(waiting_for_slots(connection).values())
+
+
+def slots_held(connection: redis.Redis) -> int:
+    """Slots of RQ's concurrency caps still held (by queued or running jobs, or leaked)."""
+    keys: set[bytes] = connection.smembers(RL_KEYS_KEY)  # type: ignore[assignment]
+    with connection.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.zcard(concurrency_keys(key.decode())[1])
         return sum(pipe.execute())
 
 
@@ -199,7 +226,14 @@ def _located(connection: redis.Redis, queues: Sequence[str]) -> set[str]:
                 pipe.zrange(kind(name, connection=connection).key, 0, -1)
         replies = pipe.execute()
     # Started entries are `<job id>:<execution id>`; job ids hold no colon.
-    return {entry.decode().split(":")[0] for reply in replies for entry in reply}
+    found = {entry.decode().split(":")[0] for reply in replies for entry in reply}
+    # Held by a rate limit (entries `<queue> <job id>`), or waiting for a cap's slot.
+    raw: Any = connection
+    for key in raw.scan_iter(f"{HELD_PREFIX}*"):
+        found |= {entry.decode().split(" ", 1)[1] for entry in raw.lrange(key, 0, -1)}
+    for key in raw.smembers(RL_KEYS_KEY):
+        found |= {member.decode() for member in raw.zrange(concurrency_keys(key.decode())[2], 0, -1)}
+    return found
 
 
 def _check_registries(
@@ -229,6 +263,9 @@ def _check_registries(
         for kind in IN_FLIGHT:
             left[kind] += next(replies)
     left["queued (lists)"] = sum(replies)
+    left["held or rate_limited"] = held_back(connection)
+    left["held buckets due"] = int(connection.zcard(HELD_DUE_KEY))
+    left["concurrency slots still held"] = slots_held(connection)
     for kind, count in left.items():
         if count:
             problems.append(f"{count} {kind} left in the queues' registries")
@@ -264,6 +301,7 @@ def _check_api(client: httpx2.Client, tally: Counter[str]) -> list[str]:
         "failed": tally["failed"] + tally["stopped"],  # RQ keeps stopped jobs in the failed registry
         "canceled": tally["canceled"],
         "queued": 0,
+        "held": 0,
         "started": 0,
         "scheduled": 0,
         "deferred": 0,

@@ -14,14 +14,28 @@ from typing import Any
 import httpx2
 import redis
 
-from bench.soak.accounting import Accounting, Submitted, account, backlog, in_flight, statuses
-from bench.soak.jobs import JOBS_MODULE
+from bench.soak.accounting import (
+    Accounting,
+    Submitted,
+    account,
+    backlog,
+    held_back,
+    in_flight,
+    slots_held,
+    statuses,
+)
+from bench.soak.jobs import JOBS_MODULE, LIMITED_KEYS
 from bench.soak.workers import KILL_KINDS, Kill, SoakError, Workers
 from service.dev.harness import child_env, running_redis, running_stack, wait_until
 from service.store.layout import QUEUES, TERMINAL
 
 JOB = "soak_step"
+# Every LIMITED_EVERY-th batch is of this job instead, spread over LIMITED_KEYS keys.
+LIMITED_JOB = "soak_limited"
+LIMITED_EVERY = 4
 POST_ATTEMPTS = 8
+# A slot a kill left held is freed by RQ's maintenance (every 15 s, by any worker).
+SLOTS_TIMEOUT = 40.0
 # Unended jobs with nothing queued, started, scheduled or deferred for this long are lost, not late.
 QUIET_SECONDS = 5.0
 
@@ -63,6 +77,7 @@ class SoakReport:
     abandoned_found_after: dict[str, float]  # job id: seconds from its worker's kill to the sweep
     posts_retried: int
     log_dir: Path
+    most_held_back: int = 0  # the most jobs seen held by their rate limit or waiting for a cap's slot
 
     @property
     def jobs_per_second(self) -> float:
@@ -97,6 +112,7 @@ class SoakReport:
             ("worker kills: the job's status after", f"{len(worker_kills)}: {outcomes}"),
             (f"{other} kills (while a job ran)", f"{len(self.kills) - len(worker_kills)} ({other_hits})"),
             ("abandoned (started, worker dead): swept", found),
+            ("most held back at once (held, rate_limited)", f"{self.most_held_back:,}"),
             ("failed: kills used up a job's retries", f"{a.failed_by_kill:,}"),
             ("enqueue", f"{self.enqueue_seconds:.1f} s in batches of {config.batch}, "
              f"{self.posts_retried} POSTs retried"),
@@ -107,7 +123,8 @@ class SoakReport:
         ]  # fmt: skip
         width = max(len(name) for name, _ in rows)
         lines = [
-            f"soak: {config.jobs:,} {JOB} jobs ({config.fail_fraction:.0%} failing, "
+            f"soak: {config.jobs:,} {JOB} jobs, every {LIMITED_EVERY}th batch {LIMITED_JOB} (capped and "
+            f"rate-limited per key) ({config.fail_fraction:.0%} failing, "
             f"{config.cancel_fraction:.0%} cancelled), {config.workers} {config.kind} workers, "
             f"seed {config.seed}"
         ]
@@ -157,20 +174,24 @@ class Producer:
                 {"n": n, "fail": rng.random() < config.fail_fraction, "ms": config.job_ms}
                 for n in range(first, min(first + config.batch, config.jobs))
             ]
-            jobs = self._post(items, f"{run_id}-{number}", QUEUES[number % len(QUEUES)])
+            name = LIMITED_JOB if number % LIMITED_EVERY == LIMITED_EVERY - 1 else JOB
+            if name == LIMITED_JOB:
+                for item in items:
+                    item["key"] = f"k{item['n'] % LIMITED_KEYS}"
+            jobs = self._post(name, items, f"{run_id}-{number}", QUEUES[number % len(QUEUES)])
             for item, job in zip(items, jobs, strict=True):
                 self.submitted.add(job["id"], item["n"], item["fail"])
             for job in rng.sample(jobs, round(len(jobs) * config.cancel_fraction)):
                 self._cancel(job["id"])
 
-    def _post(self, items: list[dict[str, Any]], key: str, queue: str) -> list[dict[str, Any]]:
+    def _post(self, name: str, items: list[dict[str, Any]], key: str, queue: str) -> list[dict[str, Any]]:
         for attempt in range(POST_ATTEMPTS):
             if attempt:
                 self.posts_retried += 1
                 time.sleep(min(0.25 * 2**attempt, 5))
             try:
                 response = self.client.post(
-                    f"/jobs/{JOB}/batch",
+                    f"/jobs/{name}/batch",
                     json=items,
                     params={"queue": queue},
                     headers={"Idempotency-Key": key},
@@ -199,6 +220,7 @@ class AbandonWatch:
 
     connection: redis.Redis
     waiting: dict[str, float] = field(default_factory=dict)  # job id: when its worker died
+    most_held_back: int = 0
     found_after: dict[str, float] = field(default_factory=dict)  # job id: seconds
 
     def add(self, kill: Kill) -> None:
@@ -236,6 +258,7 @@ def run(config: SoakConfig, scratch: Path) -> SoakReport:
             ended_by_load_end = sum(s in TERMINAL for s in statuses(connection, ids))
             _drain(connection, ids, watch, config.drain_timeout)
             wall = time.monotonic() - t0
+            wait_until(lambda: not slots_held(connection), SLOTS_TIMEOUT, interval=0.5)
             accounting = account(connection, stack.client, producer.submitted, QUEUES)
             return SoakReport(
                 config=config,
@@ -247,6 +270,7 @@ def run(config: SoakConfig, scratch: Path) -> SoakReport:
                 enqueue_seconds=producer.seconds,
                 abandoned_found_after=watch.found_after,
                 posts_retried=producer.posts_retried,
+                most_held_back=watch.most_held_back,
                 log_dir=scratch / "logs",
             )
         finally:
@@ -271,6 +295,7 @@ def _load(
             if time.monotonic() > deadline:
                 raise SoakError(f"the load did not drain in {deadline - t0:.0f} s: workers stalled?")
             watch.poll()
+            watch.most_held_back = max(watch.most_held_back, held_back(watch.connection))
             now = time.monotonic()
             if now >= next_kill and (config.max_kills is None or len(kills) < config.max_kills):
                 # The kind's kills in turn; worker kills aim at a started job until one is abandoned.

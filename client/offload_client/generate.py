@@ -151,7 +151,11 @@ class _Writer:
     def literal(self, name: str, schema: Schema) -> str:
         values = next(s["enum"] for s in schema.get("anyOf", [schema]) if "enum" in s)
         self.used.add("Literal")
-        return f"{name} = Literal[{', '.join(map(_py, values))}]"
+        line = f"{name} = Literal[{', '.join(map(_py, values))}]"
+        if len(line) <= LINE_LENGTH:
+            return line
+        # one value a line, with a trailing comma: as ruff formats a long one
+        return "\n".join([f"{name} = Literal[", *(f"    {_py(value)}," for value in values), "]"])
 
     def options(self, name: str, operation: Schema, route: str) -> str:
         self.used.add("TypedDict")

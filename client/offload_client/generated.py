@@ -42,6 +42,14 @@ class CatalogEntry(BaseModel):
     result_ttl: int
     ttl: int | None = None
     """Seconds a job may wait queued; not started by then, it is canceled unrun"""
+    rate_limit: str | None = None
+    """At most this many starts in any window of that length (`100/minute`)"""
+    rate_key: str | None = None
+    """The input field whose values each get the rate limit"""
+    concurrency: int | None = None
+    """At most this many queued or running at once"""
+    concurrency_key: str | None = None
+    """The input field whose values each get the concurrency cap"""
     unique_by: list[str] | None = None
     """Unique jobs only: the input fields whose values key them; an enqueue with the values of a job still in
     `unique_while` returns that job (200, Offload-Duplicate-Of)
@@ -74,6 +82,23 @@ class CallbackView(BaseModel):
     delivered_at: datetime | None = None
 
 
+class HeldView(BaseModel):
+    """Why a job that could run waits, and until when."""
+
+    reason: str
+    """`rate_limit`: its rate limit's window is full (status `queued`); `concurrency`: its concurrency cap is
+    reached (status `rate_limited`)
+    """
+    limit: str
+    """The limit, as declared: `100/minute per account_id`, `5 at once`"""
+    key: str | None = None
+    """The key value the limit counts it under, if per key"""
+    eligible_at: datetime | None = None
+    """Rate limits: the earliest a slot of its window frees (estimated when it was held; jobs of the same key
+    held before it go first). Concurrency caps: null, a slot frees when one of its key's jobs ends
+    """
+
+
 class JobError(BaseModel):
     """JobError, as the API shows it."""
 
@@ -89,6 +114,16 @@ class JobProgress(BaseModel):
     message: str = ""
 
 
+class RetryAfterView(BaseModel):
+    """The job's last request to run later (`retry_after`), which spent none of its retries."""
+
+    at: datetime
+    """When it is due to run again"""
+    reason: str
+    count: int
+    """How many times it has asked so far"""
+
+
 class JobView(BaseModel):
     """A job as the API shows it."""
 
@@ -96,7 +131,9 @@ class JobView(BaseModel):
     name: str | None
     """The registered job name; null for jobs not in the catalogue"""
     status: str
-    """RQ's status: queued, scheduled, deferred, started, finished, failed, stopped, canceled"""
+    """RQ's status: queued, scheduled, deferred, rate_limited (waits for a slot of its concurrency cap),
+    started, finished, failed, stopped, canceled
+    """
     queue: str
     input: dict[str, Any]
     result: Any = None
@@ -122,6 +159,10 @@ class JobView(BaseModel):
     """Jobs this one waits for"""
     callback: CallbackView | None = None
     """The webhook delivery, if a callback_url was given"""
+    held: HeldView | None = None
+    """Held back by its rate limit or concurrency cap: why, and until when"""
+    retry_after: RetryAfterView | None = None
+    """The job asked to run later (`retry_after`): when, why, how often"""
     request_id: str | None = None
     """The X-Request-ID of the request that enqueued it, directly or through a job it started (a webhook
     delivery); the worker's log lines for the job carry it too. Null for periodic runs and jobs enqueued
@@ -171,7 +212,17 @@ class WorkerView(BaseModel):
 Queue = Literal["high", "default", "low"]
 
 
-Status = Literal["queued", "scheduled", "deferred", "started", "finished", "failed", "stopped", "canceled"]
+Status = Literal[
+    "queued",
+    "scheduled",
+    "deferred",
+    "rate_limited",
+    "started",
+    "finished",
+    "failed",
+    "stopped",
+    "canceled",
+]
 
 
 class EnqueueOptions(TypedDict, total=False):

@@ -13,6 +13,7 @@ from service.catalog import Registry
 from service.schemas import JobView
 from service.store.errors import JobStateError
 from service.store.layout import NOT_YET_RUN, TERMINAL, index_key
+from service.store.rates import unhold
 from service.store.views import fetch_job, job_view, status_of, wait_for_end
 
 # A stop command kills the work horse at once; this covers the worker noticing and saving it.
@@ -24,6 +25,7 @@ def cancel(connection: Redis, job_id: str, registry: Registry) -> JobView:
     job = fetch_job(connection, job_id)
     current = status_of(job)
     if current in NOT_YET_RUN:
+        unhold(connection, job)  # held by its rate limit: out of its bucket's line first
         job.cancel()
     elif current == "started":
         try:

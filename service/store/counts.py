@@ -1,8 +1,8 @@
 """Counting jobs per status per queue from RQ's registries: what `GET /queues` and `/metrics` show.
 
 The cost is a fixed number of commands per queue (LLEN, ZCARD, ZCOUNT, and LINDEX for the head's
-id) and the paused set, sent in one round trip: it does not grow with the number of jobs, however
-many Redis holds.
+id), the paused set and the held counts, sent in one round trip: it does not grow with the number of
+jobs, however many Redis holds.
 """
 
 from __future__ import annotations
@@ -22,7 +22,14 @@ from rq.registry import (
 from rq.utils import as_text
 
 from service.schemas import QueueView
-from service.store.layout import PAUSED_KEY, WORKER_QUEUES, queue_key
+from service.store.layout import (
+    HELD_COUNTS_KEY,
+    PAUSED_KEY,
+    RL_KEYS_KEY,
+    WORKER_QUEUES,
+    concurrency_keys,
+    queue_key,
+)
 
 # Registries scored by expiry time: entries past it are gone but not yet cleaned by a worker.
 EXPIRING = {"started": StartedJobRegistry, "finished": FinishedJobRegistry, "failed": FailedJobRegistry}
@@ -32,8 +39,9 @@ LASTING = {
     "deferred": DeferredJobRegistry,
     "canceled": CanceledJobRegistry,
 }
-# The statuses counted, in the order `GET /queues` shows them.
-COUNTED = ("queued", *LASTING, *EXPIRING)
+# The statuses counted, in the order `GET /queues` shows them. `held`: queued jobs set aside by
+# their rate limit until a slot of its window frees (service/store/rates.py), not in `queued`.
+COUNTED = ("queued", "held", *LASTING, *EXPIRING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,16 +72,39 @@ def queue_overview(connection: Redis) -> Overview:
                 pipe.zcount(expiring(name, connection=connection).key, now, "+inf")
             pipe.lindex(queue_key(name), 0)
         pipe.smembers(PAUSED_KEY)
-        *replies, paused = pipe.execute()
+        pipe.hgetall(HELD_COUNTS_KEY)
+        *replies, paused, held = pipe.execute()
     replies_of = iter(replies)
     counts: dict[str, dict[str, int]] = {}
     heads: dict[str, str] = {}
+    held_in = {as_text(queue): max(int(count), 0) for queue, count in held.items()}
     for name in WORKER_QUEUES:
-        counts[name] = {status: int(next(replies_of)) for status in COUNTED}
+        counts[name] = {"queued": int(next(replies_of)), "held": held_in.get(name, 0)}
+        counts[name].update({status: int(next(replies_of)) for status in COUNTED[2:]})
         head = next(replies_of)
         if head is not None:
             heads[name] = as_text(head)
     return Overview(counts, frozenset(as_text(name) for name in paused), heads)
+
+
+def waiting_for_slots(connection: Redis) -> dict[str, int]:
+    """Jobs `rate_limited` (waiting for a slot of their concurrency cap) per job name.
+
+    RQ keeps them per RateLimit key, not per queue: one ZCARD per key that has jobs (RQ's maintenance
+    drops empty keys), so with a cap per key value this grows with the number of values in use.
+    """
+    keys = [as_text(key) for key in connection.smembers(RL_KEYS_KEY)]
+    if not keys:
+        return {}
+    with connection.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.zcard(concurrency_keys(key)[2])
+        sizes = pipe.execute()
+    waiting: dict[str, int] = {}
+    for key, size in zip(keys, sizes, strict=True):
+        name = key.split(":", 1)[0]  # the job's name, then its key value
+        waiting[name] = waiting.get(name, 0) + int(size)
+    return waiting
 
 
 def queue_views(connection: Redis) -> list[QueueView]:

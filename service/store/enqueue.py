@@ -22,7 +22,7 @@ from redis.exceptions import NoScriptError
 from service.connection import unpacked
 from service.store.layout import COUNTERS_KEY, counter_field
 from service.store.options import EnqueueOptions, Idempotency
-from service.store.write import WRITE_SCRIPT, NewJob, Write, deferred, prepare
+from service.store.write import WRITE_SCRIPT, NewJob, Write, deferred, prepare, promoted
 from service.tracing import Sending, sending
 
 if TYPE_CHECKING:
@@ -132,11 +132,15 @@ def _outcome(write: Write, reply: list[Any], options: EnqueueOptions, send: Send
         raise UnknownDependencyError([options.depends_on[int(d) - 1] for d in reply[1:]])
     assert what == "written", reply
     jobs = deferred(write.jobs) if _text(reply[2]) == "deferred" else write.jobs
+    let_through = int(reply[3])  # capped jobs that got a slot at once (maybe older ones of their key)
+    if let_through:
+        jobs = promoted(jobs, {_text(job_id) for job_id in reply[4 : 4 + let_through]})
+    rest = reply[4 + let_through :]
     ids = [job.id for job in jobs]
-    if len(reply) == 3:  # no duplicate: every input got the job written for it
+    if not rest:  # no duplicate: every input got the job written for it
         send.written(ids, replayed=False)
         return Enqueued(ids=ids, jobs=jobs)
-    owners = {int(place) - 1: _text(owner) for place, owner in zip(reply[3::2], reply[4::2], strict=True)}
+    owners = {int(place) - 1: _text(owner) for place, owner in zip(rest[::2], rest[1::2], strict=True)}
     ids = [owners.get(n, job_id) for n, job_id in enumerate(ids)]
     written = [job for n, job in enumerate(jobs) if n not in owners]
     send.written(ids, replayed=False)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from redis import Redis
 from rq.job import Job
+from rq.rate_limit import RateLimitRegistry
 from rq.registry import CanceledJobRegistry
 from rq.serializers import JSONSerializer
 from rq.utils import as_text
@@ -78,6 +79,8 @@ def expire(connection: Redis, job: Job, name: str, where: str | None = None) -> 
     if not connection.eval(_EXPIRE, len(keys), *keys, *args):
         return False
     job.refresh()
+    if job.has_rate_limit:  # a capped job's slot, which a queued job holds: the next of its key's
+        RateLimitRegistry.from_job(job).cancel(job.id)
     return True
 
 

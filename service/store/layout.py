@@ -3,19 +3,22 @@
 RQ's own keys (`rq:job:<id>`, `rq:queue:<name>`, its registries) are RQ's to name: they are derived
 here from RQ's own functions, never spelled out, so an RQ upgrade that moves them moves them here
 too. Offload's keys all start with `offload:`. The Lua scripts that touch them, the enqueue's
-(`service/store/write.py`), the take's (`service/store/queues.py`), the resume's (`service/store/pause.py`)
-and the expiry's (`service/store/expiry.py`), are given these names as keys.
+(`service/store/write.py`), the take's (`service/store/queues.py`, `service/store/rates.py`), the
+resume's (`service/store/pause.py`) and the expiry's (`service/store/expiry.py`), are given these
+names as keys, or build them from the prefixes named here.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Literal, get_args
+from types import SimpleNamespace
+from typing import Any, Literal, get_args
 
 from rq import Queue
 from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE
 from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job
+from rq.rate_limit import RateLimitRegistry
 from rq.registry import DeferredJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 from rq.worker import BaseWorker
 
@@ -32,11 +35,20 @@ WORKER_QUEUES: tuple[str, ...] = ("high", WEBHOOK_QUEUE, "default", "low")
 # --- statuses (RQ's, as the API spells them) -----------------------------------------------------
 
 StatusName = Literal[
-    "queued", "scheduled", "deferred", "started", "finished", "failed", "stopped", "canceled"
+    "queued",
+    "scheduled",
+    "deferred",
+    "rate_limited",
+    "started",
+    "finished",
+    "failed",
+    "stopped",
+    "canceled",
 ]
 STATUSES: tuple[str, ...] = get_args(StatusName)
 TERMINAL = frozenset({"finished", "failed", "stopped", "canceled"})
-NOT_YET_RUN = frozenset({"queued", "scheduled", "deferred"})
+# rate_limited: RQ's status of a job that waits for a free slot of its concurrency cap.
+NOT_YET_RUN = frozenset({"queued", "scheduled", "deferred", "rate_limited"})
 # A job that is running or ran: it has started at least once.
 RAN = frozenset({"started", "finished", "failed", "stopped"})
 
@@ -141,6 +153,56 @@ CLOCK_TICK_KEY = "offload:clock:tick"
 # The names of the queues an admin paused (service/store/pause.py): the take script skips them,
 # enqueues still land in them.
 PAUSED_KEY = "offload:paused"
+
+# --- flow control ----------------------------------------------------------------------------------
+
+# A concurrency cap is RQ's own RateLimit (rq/rate_limit.py): its keys are RQ's, derived below.
+RL_KEYS_KEY = RateLimitRegistry.rl_keys_key
+# A rate-limited job's hash carries its limit in an offload-owned field, written by the enqueue (RQ
+# keeps fields it does not know), so the take script needs no catalogue: "<limit> <window ms>
+# <bucket>", the bucket being the job's name, or its name and key value (`rate_bucket`).
+RATE_FIELD = "offload_rate"
+# Set while the job is held back by its rate limit: "held <estimated eligible time, ms>"; then
+# "released" from when it is put back on its queue until a worker takes it.
+HOLD_FIELD = "offload_hold"
+# Per bucket: the start times of its jobs in the last window (a sorted set, a sliding-window log,
+# scored in ms), and the ids of its held jobs, oldest first (a list).
+RATE_LOG_PREFIX = "offload:rate:"
+HELD_PREFIX = "offload:held:"
+# The buckets with held jobs, scored by when the first of them may start (ms): takes release them.
+HELD_DUE_KEY = "offload:held-due"
+# Jobs held per queue (a hash, queue -> count), for GET /queues and /metrics.
+HELD_COUNTS_KEY = "offload:held-counts"
+
+
+def rate_bucket(name: str, value: str | None) -> str:
+    """The bucket a rate limit counts a job in: per job name, or per name and key value."""
+    return name if value is None else f"{name}:{value}"
+
+
+def rate_log_key(bucket: str) -> str:
+    """A bucket's sliding-window log: its jobs' start times (ms) in the last window."""
+    return RATE_LOG_PREFIX + bucket
+
+
+def held_key(bucket: str) -> str:
+    """A bucket's held jobs, oldest first."""
+    return HELD_PREFIX + bucket
+
+
+def concurrency_key(name: str, value: str | None) -> str:
+    """RQ's RateLimit key of a capped job: per job name, or per name and key value."""
+    return name if value is None else f"{name}:{value}"
+
+
+def concurrency_keys(key: str) -> tuple[str, str, str]:
+    """RQ's keys of a RateLimit key: its config hash, its allowed set, its rate_limited set."""
+    registry: Any = SimpleNamespace(key=key)  # RQ's properties read only the key
+    return (
+        RateLimitRegistry.config_key.fget(registry),  # type: ignore[attr-defined]
+        RateLimitRegistry.allowed_key.fget(registry),  # type: ignore[attr-defined]
+        RateLimitRegistry.rate_limited_key.fget(registry),  # type: ignore[attr-defined]
+    )
 
 
 def index_key(name: str | None = None, queue: str | None = None) -> str:

@@ -9,8 +9,10 @@ marked started and the id removed from the intermediate list, in one transaction
 intermediate list, neither claimed nor taken back for INTERMEDIATE_GRACE_SECONDS, is from a worker
 that died in between: a maintenance sweep puts it back at the front of its queue, unrun.
 
-With nothing to take, the worker blocks on its queues' wake lists (service/store/wake.py). The take
-skips paused queues (service/store/pause.py): their jobs stay queued until a resume.
+With nothing to take, the worker blocks on its queues' wake lists (service/store/wake.py), until a
+token comes, WAKE_POLL_SECONDS pass or the first job held by its rate limit is due
+(service/store/rates.py), whichever is first. The take skips paused queues (service/store/pause.py):
+their jobs stay queued until a resume.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from rq.job import Job, JobStatus
 from rq.utils import as_text, backend_class, now
 
 from service.store.expiry import sweep
-from service.store.layout import JOB_KEY_PREFIX, PAUSED_KEY, wake_key
+from service.store.layout import HELD_DUE_KEY, JOB_KEY_PREFIX, PAUSED_KEY, RATE_FIELD, wake_key
+from service.store.rates import FUNCTIONS, MAX_HOLDS
 from service.store.wake import WakingQueue
 
 if TYPE_CHECKING:
@@ -36,36 +39,66 @@ if TYPE_CHECKING:
 # An idle worker looks at its queues at least this often: jobs pushed by producers that add no
 # wake token (RQ's scheduler moving a job that is due, rq-dashboard's requeue) wait at most this.
 WAKE_POLL_SECONDS = 0.5
+# An idle worker with a held job due soon sleeps until then, but never less than this: no busy loop.
+MIN_WAIT_MS = 10
 # A live worker claims the job it took within milliseconds; an id unclaimed this long after a
 # sweep first saw it is from a worker that died before its claim.
 INTERMEDIATE_GRACE_SECONDS = 10
 
 # KEYS: n queue lists, then their n intermediate lists, then their n wake lists, then the paused set.
 # ARGV: the n queue names, then how many jobs to take at most.
-# Takes the first ids of the first non-empty queues that are not paused, in priority order, each into
-# its intermediate list, and returns them with their jobs' hashes ({queue index, id, hash} each: one
+# First releases the rate-limited jobs whose time came (service/store/rates.py). Then takes the first
+# ids of the first non-empty queues that are not paused, in priority order, each into its
+# intermediate list, and returns them with their jobs' hashes ({queue index, id, hash} each: one
 # round trip less; the hash's key is RQ's, derived from the id: not for Redis Cluster, which RQ does
-# not support either). With nothing to take, drops the wake tokens: they announce jobs that are gone
-# already, or on a paused queue (its resume pushes new ones).
-_TAKE = """
+# not support either). A job over its rate limit is held instead, and the take goes on to the next.
+# Returns {taken, wait}: wait is -1 when it took none but held jobs (MAX_HOLDS of them, or one whose
+# bucket is due at once): look again at once; with nothing taken, else, the ms until the first held
+# job is due (0: none is held). With nothing to
+# take, drops the wake tokens: they announce jobs that are gone already, or on a paused queue (its
+# resume pushes new ones).
+_TAKE = (
+    (
+        FUNCTIONS
+        + """
 local n = (#KEYS - 1) / 3
 local paused = KEYS[#KEYS]
 local want = tonumber(ARGV[n + 1])
-local taken = {}
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+release(now)
+local taken, holds = {}, 0
 for i = 1, n do
   if redis.call('SISMEMBER', paused, ARGV[i]) == 0 then
-    while #taken < want do
+    while #taken < want and holds < MAX_HOLDS do
       local id = redis.call('LMOVE', KEYS[i], KEYS[n + i], 'LEFT', 'RIGHT')
       if not id then break end
-      taken[#taken + 1] = {i, id, redis.call('HGETALL', 'JOB_KEY_PREFIX' .. id)}
+      local job = 'JOB_KEY_PREFIX' .. id
+      local spec = redis.call('HGET', job, 'RATE_FIELD')
+      if spec and not admit(id, job, spec, now) then
+        redis.call('LREM', KEYS[n + i], -1, id)
+        holds = holds + 1
+      else
+        taken[#taken + 1] = {i, id, redis.call('HGETALL', job)}
+      end
     end
   end
-  if #taken == want then return taken end
+  if #taken == want or holds >= MAX_HOLDS then break end
 end
-if #taken > 0 then return taken end
+if #taken > 0 then return {taken, 0} end
+local first = redis.call('ZRANGE', 'HELD_DUE_KEY', 0, 0, 'WITHSCORES')
+-- a full batch held, or one held behind its key's older jobs in a window with room: again at once
+if holds >= MAX_HOLDS or (holds > 0 and tonumber(first[2]) <= now) then return {taken, -1} end
 redis.call('DEL', unpack(KEYS, 2 * n + 1, 3 * n))
-return false
-""".replace("JOB_KEY_PREFIX", JOB_KEY_PREFIX)
+return {taken, first[2] and math.max(MIN_WAIT_MS, tonumber(first[2]) - now) or 0}
+"""
+    )
+    .replace("JOB_KEY_PREFIX", JOB_KEY_PREFIX)
+    .replace("RATE_FIELD", RATE_FIELD)
+    .replace("HELD_DUE_KEY", HELD_DUE_KEY)
+    .replace("MAX_HOLDS", str(MAX_HOLDS))
+    .replace("MIN_WAIT_MS", str(MIN_WAIT_MS))
+)
 
 # KEYS: intermediate list, queue list, wake list. ARGV: job id.
 # Back to the front of its queue, unless a worker claimed it meanwhile (the LREM finds nothing).
@@ -151,7 +184,8 @@ class SafeQueue(WakingQueue):
         deadline = time.monotonic() + timeout if timeout is not None else None
         job_cls: type[Job] = backend_class(cls, "job_class", override=job_class)
         while True:
-            found: Any = connection.eval(_TAKE, len(keys), *keys, *names, count)
+            reply: Any = connection.eval(_TAKE, len(keys), *keys, *names, count)
+            found, wait = reply[0], int(reply[1])
             jobs: list[tuple[Job, Any]] = []
             broken: list[tuple[Exception, WakingQueue, str]] = []
             made: dict[str, Any] = {}  # the queue object of each queue jobs came from, made once
@@ -188,14 +222,16 @@ class SafeQueue(WakingQueue):
                 raise reported[0]
             if jobs:
                 return jobs
-            if found:  # every one taken was gone: look again at once
+            if found or wait < 0:  # every one taken was gone, or a batch held: look again at once
                 continue
             if deadline is None:
                 return []
             left = deadline - time.monotonic()
             if left <= 0:
                 raise DequeueTimeout(timeout, [queue.key for queue in queues])
-            connection.blpop([wake_key(queue.name) for queue in queues], min(left, WAKE_POLL_SECONDS))
+            # Until a token comes, or the first held job is due, whichever is first.
+            sleep = min(left, WAKE_POLL_SECONDS, wait / 1000 if wait > 0 else WAKE_POLL_SECONDS)
+            connection.blpop([wake_key(queue.name) for queue in queues], sleep)
 
 
 def give_back(connection: Redis, queue: WakingQueue, job_id: str) -> bool:

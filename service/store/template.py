@@ -14,19 +14,23 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from redis import Redis
-from rq import Callback, Queue, Retry
+from rq import Callback, Queue, RateLimit, Retry
 from rq.job import Dependency, Job, JobStatus
 from rq.serializers import JSONSerializer
 from rq.utils import now
 
 from service.connection import Packed
+from service.flow import RATE_SLACK_MS, key_value
 from service.store.layout import (
     CALLBACK_HOOKS,
     COUNTERS_KEY,
+    RATE_FIELD,
+    concurrency_key,
     deferred_key,
     index_key,
     queue_key,
     queues_set_key,
+    rate_bucket,
     scheduled_key,
     wake_key,
 )
@@ -53,7 +57,17 @@ class Template:
         assert status is not None
         assert job.func_name is not None
         assert job.ttl is None  # RQ's cleanup(ttl=None) adds no EXPIRE; neither does the script
-        if status == JobStatus.QUEUED:
+        flow = registered.flow
+        # A capped job waits for a slot of its RateLimit (rq/rate_limit.py); the script promotes it.
+        self.capped = (job.rate_limit_concurrency or 0) if status == JobStatus.QUEUED else 0
+        if self.capped:
+            # What Queue._enqueue_rate_limited_job sets before its save; `enqueued_at` comes with
+            # the promotion.
+            job.origin = queue.name
+            job._status = status = JobStatus.RATE_LIMITED
+            if options.at_front:
+                job.enqueue_at_front = True
+        elif status == JobStatus.QUEUED:
             # What Queue._prepare_for_queue sets, short of asking Redis its version.
             job.origin = queue.name
             job.enqueued_at = now()
@@ -64,6 +78,8 @@ class Template:
         self.fields: list[Any] = ["status", status.value]
         for field, value in stored.items():
             self.fields += [field, value.value if isinstance(value, JobStatus) else value]
+        if flow is not None and flow.rate is not None:  # offload's own: read by the take script
+            self.fields += [RATE_FIELD, ""]
         bare_width = len(self.fields)
         if meta is not None:
             self.fields += ["meta", meta]
@@ -72,6 +88,8 @@ class Template:
         self.data = value_at["data"]
         self.description = value_at["description"]
         self.enqueued_at = value_at.get("enqueued_at")
+        self.rate_limit_key = value_at.get("rate_limit_key")  # RQ's cap, per key value
+        self.rate = value_at.get(RATE_FIELD)
         self.func_name = job.func_name
         self.scheduled = status == JobStatus.SCHEDULED
         if self.scheduled:
@@ -85,7 +103,7 @@ class Template:
         self.deferred = deferred_key(queue.name)
         # Each job's own values go in these slots; what lies between them is sent as packed.
         self.width = len(self.fields)
-        own = (self.created_at, self.data, self.description, self.enqueued_at)
+        own = (self.created_at, self.data, self.description, self.enqueued_at, self.rate_limit_key, self.rate)
         self.slots = sorted(slot for slot in own if slot is not None)
         self.runs = _runs(self.fields, self.slots)
         # The same, less the meta: a request's own meta follows them (write.py).
@@ -152,9 +170,36 @@ def _create(
         job_id=job_id,
         status=status or (JobStatus.SCHEDULED if options.at is not None else JobStatus.QUEUED),
         meta=_meta(options.callback_url, defaults.ttl if options.ttl is None else options.ttl),
+        rate_limit=_cap(registered, kwargs),
         **_callbacks(options.callback_url),
     )
     return job
+
+
+def _cap(registered: RegisteredJob[..., Any], kwargs: dict[str, Any]) -> RateLimit | None:
+    """RQ's RateLimit of a capped job (its key from this input); a template's names the job alone."""
+    flow = registered.flow
+    if flow is None or flow.concurrency is None:
+        return None
+    return RateLimit(cap_key(registered, kwargs), flow.concurrency)
+
+
+def cap_key(registered: RegisteredJob[..., Any], kwargs: dict[str, Any]) -> str:
+    """The RateLimit key of one input of a capped job: its name, and its key value if it has one."""
+    flow = registered.flow
+    assert flow is not None
+    field = flow.concurrency_key
+    return concurrency_key(registered.name, key_value(kwargs, field) if field and kwargs else None)
+
+
+def rate_spec(registered: RegisteredJob[..., Any], kwargs: dict[str, Any]) -> str:
+    """The RATE_FIELD of one input of a rate-limited job: "<limit> <window ms> <bucket>"."""
+    flow = registered.flow
+    assert flow is not None
+    assert flow.rate is not None
+    field = flow.rate_key
+    bucket = rate_bucket(registered.name, key_value(kwargs, field) if field else None)
+    return f"{flow.rate.limit} {flow.rate.per * 1000 + RATE_SLACK_MS} {bucket}"
 
 
 def _callbacks(url: str | None) -> dict[str, Any]:

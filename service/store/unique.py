@@ -23,10 +23,11 @@ from service.store.layout import UNIQUE_LOCK_SECONDS, unique_key
 
 Mode = Literal["queued", "running", "finished"]
 # What each mode covers, for the docs and /catalog; the script (write.py) spells the same out.
+# `rate_limited`: a capped job waiting for a slot (service/flow.py) has not started either.
 COVERED: dict[Mode, tuple[str, ...]] = {
-    "queued": ("queued", "scheduled", "deferred"),
-    "running": ("queued", "scheduled", "deferred", "started"),
-    "finished": ("queued", "scheduled", "deferred", "started", "finished"),
+    "queued": ("queued", "scheduled", "deferred", "rate_limited"),
+    "running": ("queued", "scheduled", "deferred", "rate_limited", "started"),
+    "finished": ("queued", "scheduled", "deferred", "rate_limited", "started", "finished"),
 }
 DEFAULT_WHILE = "running"
 _FINISHED_FOR = re.compile(r"finished_for=([1-9][0-9]*)")

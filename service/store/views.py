@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -19,10 +19,12 @@ from rq.serializers import JSONSerializer
 from rq.utils import as_text
 
 from service.catalog import Registry
-from service.schemas import CallbackView, JobError, JobProgress, JobView
+from service.flow import FlowControl
+from service.schemas import CallbackView, HeldView, JobError, JobProgress, JobView, RetryAfterView
 from service.store.errors import JobNotFoundError
 from service.store.expiry import catalog_name, expire, expired
-from service.store.layout import RAN, TERMINAL
+from service.store.held import held_view
+from service.store.layout import HOLD_FIELD, RAN, TERMINAL
 from service.store.write import NewJob
 from service.tracing import REQUEST_ID_META
 
@@ -55,23 +57,30 @@ def job_view(job: Job, registry: Registry) -> JobView:
 
 def job_views(connection: Redis, jobs: Sequence[Job], registry: Registry) -> list[JobView]:
     """The views of several jobs, with one round trip for what the job hashes lack: the latest
-    result of ended jobs and the due time of scheduled ones. A queued job past its ttl is expired
-    first (service/store/expiry.py): it is shown, and left, canceled."""
+    result of ended jobs, the due time of scheduled ones, whether a rate limit holds queued ones. A
+    queued job past its ttl is expired first (service/store/expiry.py): it is shown, and left, canceled."""
     for job in jobs:
         if expired(job):
             expire(connection, job, catalog_name(registry, job))  # else taken meanwhile: as it reads
     statuses = [status_of(job) for job in jobs]
+    flows = [_flow(registry, job) for job in jobs]
     with connection.pipeline(transaction=False) as pipe:
-        for job, status in zip(jobs, statuses, strict=True):
+        for job, status, flow in zip(jobs, statuses, flows, strict=True):
             if status in TERMINAL:
                 pipe.xrevrange(Result.get_key(job.id), count=1)
             elif status == "scheduled":
                 pipe.zscore(ScheduledJobRegistry(job.origin, connection=connection).key, job.id)
+            elif status == "queued" and flow is not None and flow.rate is not None:
+                pipe.hget(job.key, HOLD_FIELD)  # RQ's Job does not read offload's fields
         extras: Iterator[Any] = iter(pipe.execute())
     views = []
-    for job, status in zip(jobs, statuses, strict=True):
+    for job, status, flow in zip(jobs, statuses, flows, strict=True):
         latest: Result | None = None
         due: float | None = None
+        hold: str | None = None
+        if status == "queued" and flow is not None and flow.rate is not None:
+            stored_hold = next(extras)
+            hold = as_text(stored_hold) if stored_hold is not None else None
         if status in TERMINAL:
             entries = next(extras)
             if entries:
@@ -81,8 +90,16 @@ def job_views(connection: Redis, jobs: Sequence[Job], registry: Registry) -> lis
                 )
         elif status == "scheduled":
             due = next(extras)
-        views.append(_view(job, status, latest, due, registry))
+        views.append(_view(job, status, latest, due, registry, held_view(flow, status, job.kwargs, hold)))
     return views
+
+
+def _flow(registry: Registry, job: Job) -> FlowControl | None:
+    try:
+        registered = registry.by_path(job.func_name)
+    except Exception:  # a job that is not JSON
+        return None
+    return registered.flow if registered is not None else None
 
 
 def status_of(job: Job) -> str:
@@ -91,7 +108,14 @@ def status_of(job: Job) -> str:
     return status.value if status is not None else "unknown"
 
 
-def _view(job: Job, status: str, latest: Result | None, due: float | None, registry: Registry) -> JobView:
+def _view(
+    job: Job,
+    status: str,
+    latest: Result | None,
+    due: float | None,
+    registry: Registry,
+    held: HeldView | None,
+) -> JobView:
     registered = registry.by_path(job.func_name)
     result: Any = None
     error: JobError | None = None
@@ -118,13 +142,14 @@ def _view(job: Job, status: str, latest: Result | None, due: float | None, regis
     # may take), plus the current or final run.
     spent = len(job.retry_intervals or []) - (job.retries_left or 0)
     attempts = max(spent, 0) + (1 if status in RAN else 0)
-    ran = Ran(attempts, result, error, job.started_at, job.ended_at, job.worker_name)
+    ran = Ran(attempts, result, error, job.started_at, job.ended_at, job.worker_name, held)
     return render(stored, registered.name if registered else None, ran)
 
 
-def new_job_view(job: NewJob, name: str) -> JobView:
+def new_job_view(job: NewJob, name: str, flow: FlowControl | None = None) -> JobView:
     """What `job_views` would show of a job the enqueue just wrote, without reading it back."""
-    return render(job, name, NOT_RUN)
+    held = held_view(flow, job.status, job.kwargs, None)  # a capped job that got no slot yet
+    return render(job, name, NOT_RUN if held is None else replace(NOT_RUN, held=held))
 
 
 @dataclass(frozen=True)
@@ -137,6 +162,7 @@ class Ran:
     started_at: datetime | None
     ended_at: datetime | None
     worker: str | None
+    held: HeldView | None = None  # waiting on its rate limit or concurrency cap
 
 
 NOT_RUN = Ran(0, None, None, None, None, None)
@@ -146,6 +172,7 @@ def render(job: NewJob, name: str | None, ran: Ran) -> JobView:
     """The one place a job's view is made: from what the enqueue wrote, and what came of it since."""
     progress = job.meta.get("progress")
     callback = job.meta.get("callback")
+    later = job.meta.get("retry_after")
     request_id = job.meta.get(REQUEST_ID_META)
     return JobView(
         id=job.id,
@@ -167,6 +194,8 @@ def render(job: NewJob, name: str | None, ran: Ran) -> JobView:
         retries_left=job.retries_left,
         depends_on=job.depends_on,
         callback=CallbackView.model_validate(callback) if isinstance(callback, dict) else None,
+        held=ran.held,
+        retry_after=RetryAfterView.model_validate(later) if isinstance(later, dict) else None,
         request_id=request_id if isinstance(request_id, str) else None,
         url=f"/jobs/{job.id}",
         dashboard_url=f"{page}{quote(job.id, safe='')}" if (page := dashboard_job_page.get()) else None,

@@ -2,14 +2,17 @@
 
 Two kinds, told apart by where they live:
 
-- **Cluster-wide, read from Redis at each scrape**: jobs per queue per status, paused queues, the
-  age of the job at each queue's head, workers per state, jobs enqueued and runs ended per job
-  name, the clock's last tick. Any web process answers with the same figures. A scrape costs at
-  most three round trips: (1) per queue its registries' sizes (LLEN, ZCARD, ZCOUNT: O(1) or
-  O(log n)) and its head's id (LINDEX 0, O(1)), and the paused set; (2) the workers' set, one hash
+- **Cluster-wide, read from Redis at each scrape**: jobs per queue per status (`held` included),
+  paused queues, the age of the job at each queue's head, workers per state, jobs enqueued, runs
+  ended and jobs waiting for a concurrency slot per job name, the clock's last tick. Any web process
+  answers with the same figures. A scrape costs at most five round trips: (1) per queue its
+  registries' sizes (LLEN, ZCARD, ZCOUNT: O(1) or O(log n)) and its head's id (LINDEX 0, O(1)), the
+  paused set and the held counts; (2) the workers' set, one hash
   of counters (a handful of entries each), the clock's tick (GET) and, per non-empty queue, its
-  head's `enqueued_at` (HGET); (3) each worker's state (HGET). Never a scan: the number of
-  commands grows with the number of queues (4) and of workers, never with the number of jobs.
+  head's `enqueued_at` (HGET); (3) each worker's state (HGET); (4) RQ's concurrency-cap keys in use
+  (SMEMBERS) and (5) the jobs waiting in each (ZCARD). Never a scan: the number of commands grows
+  with the number of queues (4), of workers and of cap keys with waiting jobs, never with the number
+  of jobs.
 - **This process's own**: HTTP requests and their latency by route template, process and GC
   figures. With several web processes, each counts its own requests.
 
@@ -43,7 +46,7 @@ from rq.utils import as_text, str_to_date
 from rq.worker import WorkerStatus
 from rq.worker_registration import REDIS_WORKER_KEYS
 
-from service.store.counts import Overview, queue_overview
+from service.store.counts import Overview, queue_overview, waiting_for_slots
 from service.store.layout import CLOCK_TICK_KEY, COUNTERS_KEY, job_key
 
 log = logging.getLogger(__name__)
@@ -51,8 +54,9 @@ log = logging.getLogger(__name__)
 # How a run of a job ended, as the worker counts it (service/worker/report.py, service/worker/shutdown.py).
 # `retried`: it failed and will run again; `interrupted`: its worker stopped and put it back on its
 # queue, a retry unspent; `failed` and `stopped` are final; `expired`: not started within its ttl,
-# canceled unrun (service/store/expiry.py), so no run at all.
-OUTCOMES = ("finished", "failed", "stopped", "retried", "interrupted", "expired")
+# canceled unrun (service/store/expiry.py), so no run at all; `retry_after`: the job asked to run
+# again later (service/flow.py), a retry unspent.
+OUTCOMES = ("finished", "failed", "stopped", "retried", "interrupted", "expired", "retry_after")
 WORKER_STATES = tuple(state.value for state in WorkerStatus)
 # Seconds. Beyond the library's defaults: `?wait=` requests last up to 25 s, event streams minutes.
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -151,6 +155,7 @@ class RedisCollector:
             _paused(overview.counts, overview.paused),
             _oldest(overview, dict(zip(overview.heads, enqueued_at, strict=True)), now),
             _workers(states),
+            _waiting(waiting_for_slots(self.connection), self.job_names),
             _clock(ticked),
             *_counters(counters, self.job_names),
         ]
@@ -204,6 +209,17 @@ def _clock(ticked: Any) -> Metric:
     return family
 
 
+def _waiting(waiting: dict[str, int], job_names: tuple[str, ...]) -> Metric:
+    family = GaugeMetricFamily(
+        "offload_jobs_rate_limited",
+        "Jobs waiting for a slot of their concurrency cap (status rate_limited), by job name.",
+        labels=["job"],
+    )
+    for name, count in sorted({**dict.fromkeys(job_names, 0), **waiting}.items()):
+        family.add_metric([name], count)
+    return family
+
+
 def _workers(states: list[Any]) -> Metric:
     family = GaugeMetricFamily(
         "offload_workers", "Workers alive (registered, record not expired) by state.", labels=["state"]
@@ -226,8 +242,8 @@ def _counters(fields: dict[Any, Any], job_names: tuple[str, ...]) -> list[Metric
     runs = CounterMetricFamily(
         "offload_job_runs",
         "Runs of jobs that ended, by job name and outcome (finished, failed, stopped, retried, "
-        "interrupted; expired: canceled unrun, past its ttl), in every process of the deployment "
-        "(kept in Redis).",
+        "interrupted; expired: canceled unrun, past its ttl; retry_after: asked to run again later), "
+        "in every process of the deployment (kept in Redis).",
         labels=["job", "outcome"],
     )
     values = {(name, event): 0 for name in job_names for event in ("enqueued", *OUTCOMES)}

@@ -2,7 +2,8 @@
 end counted in Redis for /metrics (`offload_job_runs_total{job, outcome}`).
 
 Outcomes: `finished`; `failed` (final); `retried` (failed, and RQ runs it again); `stopped` (by a
-cancel). RQ decides which in the `handle_job_*` methods: this reads the job's status after them.
+cancel); `retry_after` (the job asked to run again later: service/flow.py). RQ decides which in the
+`handle_job_*` methods: this reads the job's status after them.
 A run that a stopping worker cuts short and requeues is `interrupted`, reported by service/worker/shutdown.py.
 Reporting never fails a job: a broken report is a warning in the log.
 
@@ -31,6 +32,8 @@ from service.worker.job import registered_job
 from service.worker.trace import end_run, start_run
 
 log = logging.getLogger("offload.job")
+
+RETRY_AFTER = "retry_after"
 
 # The job label of a job whose function is not in the catalogue (workers refuse to run it): job
 # names start with a letter, so no registered job can be called this.
@@ -91,7 +94,7 @@ def report_end(worker: BaseWorker, job: Job, outcome: str, counted: bool = False
             count_event(worker.connection, details["job"], outcome)
         started, ended = job.started_at, job.ended_at or now()
         duration = (ended - started).total_seconds() if isinstance(started, datetime) else None
-        level = logging.INFO if outcome in ("finished", "retried") else logging.WARNING
+        level = logging.INFO if outcome in ("finished", "retried", RETRY_AFTER) else logging.WARNING
         log.log(
             level,
             "job ended",

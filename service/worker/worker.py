@@ -32,6 +32,7 @@ from rq.worker import BaseWorker, WorkerStatus
 from service.store.atomic import Group, run_groups
 from service.store.enqueue import count_event
 from service.store.layout import events_channel
+from service.store.wake import wake
 from service.worker.finish import fast_end
 from service.worker.recovery import (
     CLAIM_LOST,
@@ -41,7 +42,14 @@ from service.worker.recovery import (
     expire_stale,
     heartbeat_ttl,
 )
-from service.worker.report import failure_outcome, job_name, quiet_rq_job_lines, report_end, report_start
+from service.worker.report import (
+    RETRY_AFTER,
+    failure_outcome,
+    job_name,
+    quiet_rq_job_lines,
+    report_end,
+    report_start,
+)
 from service.worker.shutdown import DEFAULT_GRACE_SECONDS, GracefulStop
 
 if TYPE_CHECKING:
@@ -118,6 +126,7 @@ class OffloadWorker(BaseWorker):
                 super().handle_job_success(job, queue, started_job_registry, execution)  # type: ignore[arg-type]
         finally:
             self._saving.job = None
+        self._wake_for_slot(job)
         report_end(self, job, "finished", counted=True)
 
     def commit(self, group: Group) -> bool:
@@ -150,12 +159,29 @@ class OffloadWorker(BaseWorker):
             return
         super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
         self._announce(job, "failed")  # now failed, stopped, or due for a retry
+        self._wake_for_slot(job)
         report_end(self, job, failure_outcome(job))
 
     def handle_job_retry(self, job: Job, *args: Any, **kwargs: Any) -> None:
-        super().handle_job_retry(job, *args, **kwargs)  # the job returned rq's Retry
+        # A job returns RQ's Retry only through `retry_after` (service/flow.py): run again later,
+        # its retries unspent.
+        super().handle_job_retry(job, *args, **kwargs)
         self._announce(job, "retried")
-        report_end(self, job, failure_outcome(job))
+        self._wake_for_slot(job)
+        failed = job.get_status(refresh=False) == "failed"  # asked once too often (RETRY_AFTER_LIMIT)
+        report_end(self, job, "failed" if failed else RETRY_AFTER)
+
+    def _wake_for_slot(self, job: Job) -> None:
+        """RQ's end of a capped job frees its slot and queues the next job of its key (rq/rate_limit.py),
+        with no wake-up: an idle worker would find it only at its next look (WAKE_POLL_SECONDS)."""
+        if not job.has_rate_limit:
+            return
+        try:
+            with self.connection.pipeline(transaction=False) as pipe:
+                wake(pipe, job.origin)
+                pipe.execute()
+        except RedisError as exc:  # idle workers look again within WAKE_POLL_SECONDS anyway
+            self.log.warning("could not wake workers for job %s's slot: %s", job.id, exc)
 
     def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
         """RQ's heartbeat in one round trip, and a plain one (RQ's default length) not at all within a

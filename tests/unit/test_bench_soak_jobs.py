@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from bench.soak.jobs import soak_step
+from bench.soak.jobs import soak_limited, soak_step
 from jobs.examples import IntentionalFailureError
 
 
@@ -17,6 +17,14 @@ def test_soak_step_returns_its_n_or_fails_when_asked() -> None:
         soak_step(8, fail=True, ms=0)
     assert soak_step.defaults.retries == 2
     assert soak_step.defaults.retry_intervals == (0,)  # a cut-off run reruns at once, no scheduler
+
+
+def test_soak_limited_is_the_step_under_a_cap_and_a_rate_per_key() -> None:
+    assert soak_limited(7, key="k1", ms=0) == {"n": 7}
+    assert soak_limited.flow is not None
+    assert soak_limited.flow.describe_concurrency() == "2 at once per key"
+    assert soak_limited.flow.describe_rate() == "20/second per key"
+    assert soak_limited.defaults.retry_intervals == (0,)
 
 
 @pytest.mark.parametrize(("module", "has_it"), [("jobs", False), ("bench.soak.jobs", True)])

@@ -24,6 +24,7 @@ from service.settings import ConfigError, Settings, load_settings
 from service.web.app import create_app
 from service.web.dashboard import CROSS_SITE, DISABLED, READ_ONLY, Dashboard
 from service.worker.main import build_worker
+from tests.unit.flow_catalog import flow
 
 USER, PASSWORD = "operator", "a long enough password"
 # The links its pages hold that its scripts turn into POSTs.
@@ -176,6 +177,29 @@ def test_event_streams_link_to_it_too(dashboard: TestClient, run_jobs: Callable[
     stream = dashboard.get(f"/jobs/{view['id']}/events").text  # ended: one `end` event
     (data,) = [line.removeprefix("data: ") for line in stream.splitlines() if line.startswith("data: ")]
     assert json.loads(data)["dashboard_url"] == view["dashboard_url"]
+
+
+def test_jobs_held_by_flow_control_have_their_pages(
+    make_client: Callable[..., TestClient], connection: Redis
+) -> None:
+    """A job waiting for a cap's slot (RQ's `rate_limited`) or held by its rate limit is in none of
+    the registries the dashboard lists; its own page and data still answer."""
+    app = make_client(flow, **CREDENTIALS)
+
+    def pages_answer(view: dict[str, Any], status: str) -> None:
+        assert app.get(view["dashboard_url"], headers=AUTH).status_code == 200
+        data = app.get(f"/dashboard/0/data/job/{view['id']}.json", headers=AUTH).json()
+        assert data["status"] == status
+        for page in ("/dashboard/0/view/queues", "/dashboard/0/data/queues.json"):
+            assert app.get(page, headers=AUTH).status_code == 200
+
+    waiting = [enqueue(app, "capped", {"n": n}) for n in range(3)][2]
+    assert waiting["status"] == "rate_limited"
+    pages_answer(waiting, "rate_limited")
+    held = [enqueue(app, "limited", {"n": n}) for n in range(3)][2]
+    build_worker(connection, kind="simple", registry=flow).work(burst=True, with_scheduler=False)
+    assert app.get(f"/jobs/{held['id']}").json()["held"]["reason"] == "rate_limit"
+    pages_answer(held, "queued")
 
 
 def test_an_unknown_job_is_404(dashboard: TestClient) -> None:

@@ -18,7 +18,7 @@ import fakeredis
 import pytest
 from pydantic import BaseModel
 from redis import Redis
-from rq import Callback, Queue, Retry
+from rq import Callback, Queue, RateLimit, Retry
 from rq.job import Dependency, Job, JobStatus
 from rq.serializers import JSONSerializer
 
@@ -35,6 +35,7 @@ from service.store.enqueue import (
 from service.store.layout import (
     CALLBACK_HOOKS,
     COUNTERS_KEY,
+    RATE_FIELD,
     counter_field,
     idempotency_key,
     index_key,
@@ -43,9 +44,12 @@ from service.store.layout import (
 )
 from service.store.options import EnqueueOptions, Idempotency, retry_intervals
 from service.store.views import new_job_view
+from tests.unit.flow_catalog import flow
 
 # Set by RQ at the moment of writing: the two writers cannot agree on them.
 TIMESTAMPS = {b"created_at", b"enqueued_at"}
+# Scored by the second of the write: members compared, in order, not scores.
+SCORED_BY_SECOND = (b"rq:deferred:", b"rq:rl:")
 AT = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
 DEPENDENCY = "0f8fad5b-d9cb-469f-a165-70867728950e"
 
@@ -76,13 +80,30 @@ CASES: dict[str, tuple[str, list[dict[str, Any]], EnqueueOptions]] = {
         [{"text": "a"}],
         EnqueueOptions(depends_on=(DEPENDENCY,), allow_failure=True, queue="low", at_front=True),
     ),
+    # Concurrency caps: RQ's RateLimit, as Queue._enqueue_rate_limited_job writes it.
+    "capped": ("capped", [{"n": n} for n in range(3)], EnqueueOptions()),
+    "capped per key": (
+        "per_customer",
+        [{"customer_id": c} for c in ("a", "a", "b", "a")],
+        EnqueueOptions(queue="high"),
+    ),
+    "capped at front": ("capped", [{"n": 1}], EnqueueOptions(at_front=True)),
+    "capped later": ("capped", [{"n": 1}], EnqueueOptions(at=AT)),
+    "capped waits": ("capped", [{"n": 1}], EnqueueOptions(depends_on=(DEPENDENCY,))),
+    # Rate limits are offload's: RQ's keys as without one, plus the limit in an offload field.
+    "rate limited": ("limited", [{"n": 1}], EnqueueOptions()),
+    "rate limited per key and capped": (
+        "per_account",
+        [{"account_id": 7}, {"account_id": 8}],
+        EnqueueOptions(),
+    ),
 }
 # The dependency's status before the enqueue, for the cases with one.
 DEPENDENCY_STATES = ("queued", "finished", "failed")
 
 
 def _registered(name: str) -> RegisteredJob[..., Any]:
-    registered = load_catalog().get(name)
+    registered = load_catalog().get(name) or flow.get(name)
     assert registered is not None
     return registered
 
@@ -123,6 +144,12 @@ def _by_rq(
     }
     timeout = defaults.timeout if options.timeout is None else options.timeout
     for job_id, kwargs in zip(ids, items, strict=True):
+        cap = registered.flow.concurrency if registered.flow is not None else None
+        if cap is not None:
+            assert registered.flow is not None
+            field = registered.flow.concurrency_key
+            key = registered.name if field is None else f"{registered.name}:{kwargs[field]}"
+            arguments["rate_limit"] = RateLimit(key, cap)
         if options.at is not None:
             queue.enqueue_at(
                 options.at, registered.func, kwargs=kwargs, job_timeout=timeout, job_id=job_id, **arguments
@@ -156,7 +183,11 @@ def _rq_state(redis: Redis) -> dict[bytes, Any]:
         kind = connection.type(key)
         value: Any
         if kind == b"hash":
-            value = {f: v for f, v in connection.hgetall(key).items() if f not in TIMESTAMPS}
+            value = {
+                f: v
+                for f, v in connection.hgetall(key).items()
+                if f not in TIMESTAMPS and not f.startswith(b"offload_")  # offload's own: below
+            }
         elif kind == b"list":
             value = connection.lrange(key, 0, -1)
         elif kind == b"set":
@@ -164,8 +195,8 @@ def _rq_state(redis: Redis) -> dict[bytes, Any]:
         else:
             assert kind == b"zset", key
             entries = connection.zrange(key, 0, -1, withscores=True)
-            deferred = key.startswith(b"rq:deferred:")  # scored by the second of the write
-            value = [member for member, _ in entries] if deferred else entries
+            by_second = key.startswith(SCORED_BY_SECOND)
+            value = [member for member, _ in entries] if by_second else entries
         state[key] = value
     return state
 
@@ -228,8 +259,18 @@ def _assert_offload_keys(
         assert [m.decode() for m in connection.zrange(key, 0, -1)] == enqueued.ids  # type: ignore[union-attr]
     counted = connection.hget(COUNTERS_KEY, counter_field(registered.name, "enqueued"))
     assert counted == str(len(enqueued.ids)).encode()
-    runnable = all(job.status == JobStatus.QUEUED.value for job in enqueued.jobs)
-    assert connection.llen(wake_key(queue)) == (len(enqueued.ids) if runnable else 0)
+    runnable = sum(job.status == JobStatus.QUEUED.value for job in enqueued.jobs)
+    assert connection.llen(wake_key(queue)) == runnable
+    flow_control = registered.flow
+    for job in enqueued.jobs:
+        spec = connection.hget(job_key(job.id), RATE_FIELD)
+        if flow_control is None or flow_control.rate is None:
+            assert spec is None
+            continue
+        field = flow_control.rate_key
+        bucket = registered.name if field is None else f"{registered.name}:{job.kwargs[field]}"
+        window = flow_control.rate.per * 1000 + 100
+        assert spec == f"{flow_control.rate.limit} {window} {bucket}".encode()
 
 
 @pytest.mark.parametrize("case", ["defaults", "ttl and callback", "scheduled", "batch"])

@@ -121,7 +121,8 @@ def test_queues_count_jobs_per_status(client: TestClient, run_jobs: Callable[[],
     queues = {queue["name"]: queue["counts"] for queue in client.get("/queues").json()}
     assert list(queues) == ["high", "webhooks", "default", "low"]
     assert queues["default"] == {
-        "queued": 1, "scheduled": 1, "deferred": 1, "canceled": 0, "started": 0, "finished": 1, "failed": 1,
+        "queued": 1, "held": 0, "scheduled": 1, "deferred": 1, "canceled": 0, "started": 0, "finished": 1,
+        "failed": 1,
     }  # fmt: skip
     assert queues["low"]["canceled"] == 1
     assert set(queues["high"].values()) == {0}

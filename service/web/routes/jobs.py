@@ -211,7 +211,7 @@ def _enqueue_endpoint(registered: RegisteredJob[..., Any]) -> Any:
         job_id = enqueued.ids[0]
         _describe(response, enqueued, job_id)
         if not wait and not enqueued.replayed and not enqueued.duplicates:  # answered from what was written
-            return new_job_view(enqueued.jobs[0], registered.name)
+            return new_job_view(enqueued.jobs[0], registered.name, registered.flow)
         connection: Redis = state.connection
         registry: Registry = state.registry
 
@@ -245,7 +245,7 @@ def _batch_endpoint(registered: RegisteredJob[..., Any]) -> Any:
         enqueued = await enqueue_async(state.batcher.execute, registered, items, options, key)
         _describe(response, enqueued, None)
         if not enqueued.replayed and not enqueued.duplicates:
-            return [new_job_view(job, registered.name) for job in enqueued.jobs]
+            return [new_job_view(job, registered.name, registered.flow) for job in enqueued.jobs]
         connection: Redis = state.connection
         registry: Registry = state.registry
 

@@ -22,7 +22,7 @@ router = APIRouter()
 
 @router.get("/catalog", tags=["catalog"], response_model=list[CatalogEntry], dependencies=[require("read")])
 def read_catalog(registry: RegistryDep, connection: ConnectionDep) -> list[CatalogEntry]:
-    """The registered jobs, with their defaults, input schema and schedule."""
+    """The registered jobs, with their defaults, limits, input schema and schedule."""
     # A sync route, so FastAPI runs it in a thread: the Redis read (one round trip) blocks no one.
     try:
         scheduled = runs(registry, connection)
@@ -40,6 +40,10 @@ def read_catalog(registry: RegistryDep, connection: ConnectionDep) -> list[Catal
             retry_intervals=list(job.defaults.retry_intervals),
             result_ttl=job.defaults.result_ttl,
             ttl=job.defaults.ttl,
+            rate_limit=job.flow.rate.text if job.flow is not None and job.flow.rate is not None else None,
+            rate_key=job.defaults.rate_key,
+            concurrency=job.defaults.concurrency,
+            concurrency_key=job.defaults.concurrency_key,
             unique_by=list(job.unique.by) if job.unique is not None else None,
             unique_while=job.unique.declared if job.unique is not None else None,
             input_schema=job.input_model.model_json_schema(),
