@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -49,18 +50,28 @@ def fill(connection: redis.Redis, flavour: str, count: int) -> None:
             enqueue(connection, noop.NOOP, [noop.NOOP.input_model()] * size)
 
 
-def drain_once(ctx: Context, redis_url: str, flavour: str, kind: str, count: int) -> float:
-    """Jobs per second one fresh worker process drained `count` jobs at."""
+def drain_once(
+    ctx: Context,
+    redis_url: str,
+    flavour: str,
+    kind: str,
+    count: int,
+    module: str = "bench.drain",
+    fill_with: Callable[[redis.Redis, str, int], None] = fill,
+) -> float:
+    """Jobs per second one fresh worker process (`python -m module --child flavour ...`) drained
+    `count` jobs (written by `fill_with`) at."""
     connection = redis.Redis.from_url(redis_url)
+    name = module.rsplit(".", 1)[-1]
     try:
         connection.flushall()
-        fill(connection, flavour, count)
-        out = ctx.scratch / f"drain-{uuid.uuid4().hex}.json"
+        fill_with(connection, flavour, count)
+        out = ctx.scratch / f"{name}-{uuid.uuid4().hex}.json"
         args = ["--child", flavour, "--kind", kind, "--redis", redis_url, "--out", str(out)]
         process = start_logged(
             f"{flavour}-{kind}",
-            [sys.executable, "-m", "bench.drain", *args],
-            ctx.scratch / f"drain-{flavour}-{kind}.log",
+            [sys.executable, "-m", module, *args],
+            ctx.scratch / f"{name}-{flavour}-{kind}.log",
             child_env(),
         )
         try:

@@ -21,21 +21,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import redis
-from rq.registry import FailedJobRegistry, FinishedJobRegistry
-from rq.serializers import JSONSerializer
 
-from bench import noop
+from bench import drain, noop
 from bench.processes import Context
 from bench.report import Better, Row, median
 from service.catalog import RegisteredJob, Registry
-from service.dev.harness import child_env, running_redis, start_logged
+from service.dev.harness import running_redis
 from service.store.enqueue import enqueue
 from service.store.layout import JOB_KEY_PREFIX
 
@@ -84,41 +80,16 @@ return {taken, 0}
 """.replace("JOB_KEY_PREFIX", JOB_KEY_PREFIX)
 
 
+def fill(connection: redis.Redis, flavour: str, count: int) -> None:
+    """`count` no-op jobs of `flavour`, through offload's enqueue path, in batches."""
+    registered = JOBS[flavour]
+    for start in range(0, count, BATCH):
+        enqueue(connection, registered, [registered.input_model()] * min(BATCH, count - start))
+
+
 def drain_once(ctx: Context, redis_url: str, flavour: str, kind: str, count: int) -> float:
-    """Jobs per second one fresh worker process drained `count` jobs of `flavour` at."""
-    connection = redis.Redis.from_url(redis_url)
-    try:
-        connection.flushall()
-        registered = JOBS[flavour]
-        for start in range(0, count, BATCH):
-            enqueue(connection, registered, [registered.input_model()] * min(BATCH, count - start))
-        out = ctx.scratch / f"flow-{uuid.uuid4().hex}.json"
-        args = ["--child", flavour, "--kind", kind, "--redis", redis_url, "--out", str(out)]
-        process = start_logged(
-            f"{flavour}-{kind}",
-            [sys.executable, "-m", "bench.flow", *args],
-            ctx.scratch / f"flow-{flavour}-{kind}.log",
-            child_env(),
-        )
-        try:
-            process.popen.wait(RUN_TIMEOUT)
-        finally:
-            process.stop()
-        if process.popen.returncode != 0 or not out.exists():
-            raise RuntimeError(
-                f"{flavour} {kind} worker failed ({process.popen.returncode})\n{process.tail()}"
-            )
-        seconds: float = json.loads(out.read_text())["seconds"]
-        finished = FinishedJobRegistry(QUEUE, connection=connection, serializer=JSONSerializer)
-        failed = FailedJobRegistry(QUEUE, connection=connection, serializer=JSONSerializer)
-        done, lost = finished.get_job_count(cleanup=False), failed.get_job_count(cleanup=False)
-        if done != count or lost:
-            raise RuntimeError(
-                f"{flavour} {kind}: {done} of {count} jobs finished, {lost} failed\n{process.tail()}"
-            )
-        return count / seconds
-    finally:
-        connection.close()
+    """Jobs per second one fresh worker process drained `count` jobs of `flavour` at (bench.drain's)."""
+    return drain.drain_once(ctx, redis_url, flavour, kind, count, module="bench.flow", fill_with=fill)
 
 
 def p4c(ctx: Context) -> list[Row]:

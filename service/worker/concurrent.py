@@ -56,6 +56,7 @@ DEFAULT_CONCURRENCY = 10
 MONITOR_SECONDS = 0.2  # how often timeouts are checked (heartbeats go every JOB_MONITORING_INTERVAL)
 INTERRUPT_WAIT = 3.0  # how long an interrupted run's thread has to record its requeue itself
 STOP_MEMORY = 60.0  # how long a stop for a job not running here (yet) is remembered
+CLOSE_WAIT = 2.0  # how long a closing worker waits for each of its threads
 
 TIMEOUT = "timeout"
 STOPPED = "stopped"
@@ -164,9 +165,11 @@ class ConcurrentWorker(OffloadWorker, _Dispatch):
         self._runs: dict[str, Run] = {}  # by execution id
         self._changed = threading.Condition()  # a run started or ended
         self._local = threading.local()  # the run a slot thread is on
-        self._tasks: queues.SimpleQueue[Run] = queues.SimpleQueue()
+        self._tasks: queues.SimpleQueue[Run | None] = queues.SimpleQueue()  # None: a slot thread's end
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._closing = False
         self._monitor: threading.Thread | None = None
         self._waiting = False  # in a wait a stop may cut short (for a free slot, for a job)
         self._grace_ends = math.inf  # monotonic, once a warm shutdown started
@@ -291,9 +294,27 @@ class ConcurrentWorker(OffloadWorker, _Dispatch):
         super().request_force_stop(signum, frame)
 
     def teardown(self) -> None:
-        """Before RQ's: let the running jobs finish within the grace period, else requeue them."""
+        """Before RQ's: let the running jobs finish within the grace period, else requeue them; then
+        end this worker's threads and loop, so none is left running as the interpreter exits."""
         self._finish_runs()
+        self._close()
         super().teardown()  # type: ignore[no-untyped-call]
+
+    def _close(self) -> None:
+        self._closing = True
+        stuck = {run.thread_id for run in self._runs.values()}  # in a long C call, requeued: not joined
+        for _thread in self._threads:
+            self._tasks.put(None)
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(loop.stop)
+        threads = [t for t in self._threads if t.ident not in stuck] + [
+            t for t in (self._monitor, self._loop_thread) if t
+        ]
+        for thread in threads:
+            thread.join(CLOSE_WAIT)
+        if loop is not None and not loop.is_running():
+            loop.close()
 
     def _finish_runs(self) -> None:
         with self._changed:
@@ -323,6 +344,8 @@ class ConcurrentWorker(OffloadWorker, _Dispatch):
     def _serve(self) -> None:
         while True:
             run = self._tasks.get()
+            if run is None:  # the worker is closing
+                return
             self._local.run = run
             try:
                 self.perform_job(run.job, run.queue, run.execution)
@@ -358,7 +381,8 @@ class ConcurrentWorker(OffloadWorker, _Dispatch):
         with self._changed:
             if self._loop is None:
                 loop = asyncio.new_event_loop()
-                threading.Thread(target=loop.run_forever, name="job-loop", daemon=True).start()
+                self._loop_thread = threading.Thread(target=loop.run_forever, name="job-loop", daemon=True)
+                self._loop_thread.start()
                 self._loop = loop
             return self._loop
 
@@ -464,7 +488,7 @@ class ConcurrentWorker(OffloadWorker, _Dispatch):
     def _watch(self) -> None:
         """The monitor thread: each run's timeout, and its heartbeat every job_monitoring_interval."""
         beat_at = time.monotonic()
-        while True:
+        while not self._closing:
             time.sleep(MONITOR_SECONDS)
             runs = list(self._runs.values())
             clock = time.monotonic()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
+import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -68,6 +70,10 @@ def build_worker(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    # A crash of the interpreter (a C extension's, say) leaves every thread's stack in the log; an
+    # stderr with no file behind it (a test runner's capture) has none to leave it in.
+    with contextlib.suppress(io.UnsupportedOperation, AttributeError, ValueError):
+        faulthandler.enable()
     parser = argparse.ArgumentParser(description="Run an offload worker (REDIS_URL from the environment).")
     parser.add_argument("queues", nargs="*", default=list(WORKER_QUEUES), help="queues in priority order")
     parser.add_argument(

@@ -228,9 +228,10 @@ def test_a_run_stopped_before_its_function_starts_never_starts(
     worker = make_worker(concurrency=2)
     target = (forever_sync if kind == "sync" else forever_async).enqueue(connection)
 
-    class StopFirst(queue.SimpleQueue[concurrent.Run]):
-        def put(self, run: concurrent.Run, block: bool = True, timeout: float | None = None) -> None:
-            worker.request_stop_execution(run.execution.id)
+    class StopFirst(queue.SimpleQueue[concurrent.Run | None]):
+        def put(self, run: concurrent.Run | None, block: bool = True, timeout: float | None = None) -> None:
+            if run is not None:  # None: a slot thread's end, as the worker closes
+                worker.request_stop_execution(run.execution.id)
             super().put(run, block, timeout)
 
     monkeypatch.setattr(worker, "_tasks", StopFirst())
@@ -325,3 +326,27 @@ def test_concurrency_options_that_cannot_work_are_refused() -> None:
     assert "not both" in str(_concurrency_error(args, 8, 2))  # type: ignore[arg-type]
     args.kind = "fork"
     assert "--kind concurrent" in str(_concurrency_error(args, 8, None))  # type: ignore[arg-type]
+
+
+def test_a_stopped_worker_leaves_no_thread_of_its_own_running(
+    registry: Registry, connection: Redis, make_worker: Callable[..., ConcurrentWorker]
+) -> None:
+    @registry.job()
+    def quick() -> int:
+        return 1
+
+    @registry.job()
+    async def quick_async() -> int:
+        return 2
+
+    worker = make_worker(concurrency=3)
+    for _ in range(3):
+        quick.enqueue(connection)
+        quick_async.enqueue(connection)
+    worker.work(burst=True, with_scheduler=False)
+    threads = [*worker._threads, worker._monitor, worker._loop_thread]
+    own = [thread for thread in threads if thread is not None]
+    assert {thread.name for thread in own} >= {"run-monitor", "job-loop", "slot-0"}
+    assert not [thread.name for thread in own if thread.is_alive()]
+    assert worker._loop is not None
+    assert worker._loop.is_closed()
