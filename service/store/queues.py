@@ -36,6 +36,9 @@ if TYPE_CHECKING:
     from redis import Redis
     from rq.worker import BaseWorker
 
+# How long a sweep of a queue may hold RQ's lock on sweeping it (it takes milliseconds; the lock is
+# released at its end): what a worker killed mid-sweep delays the next sweep of that queue by.
+MAINTENANCE_LOCK_SECONDS = 60
 # An idle worker looks at its queues at least this often: jobs pushed by producers that add no
 # wake token (RQ's scheduler moving a job that is due, rq-dashboard's requeue) wait at most this.
 WAKE_POLL_SECONDS = 0.5
@@ -150,6 +153,11 @@ class SafeQueue(WakingQueue):
     @property
     def intermediate_queue(self) -> RecoveringIntermediateQueue:
         return RecoveringIntermediateQueue(self)
+
+    def acquire_maintenance_lock(self) -> bool:
+        """RQ's lock on sweeping this queue, lapsing after MAINTENANCE_LOCK_SECONDS, not RQ's 899 s: a
+        worker killed while it swept would otherwise leave its queue's abandoned jobs for 15 minutes."""
+        return bool(self.connection.set(self.registry_cleaning_key, 1, nx=True, ex=MAINTENANCE_LOCK_SECONDS))
 
     @classmethod
     def dequeue_any(  # type: ignore[override]

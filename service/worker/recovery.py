@@ -7,7 +7,8 @@ if it has retries left (after its backoff interval), else failed with AbandonedJ
 worker sweeps when its wait for work times out, every WORKER_TTL - 15 = 15 s; so a sweep comes at
 most two intervals after the entry lapsed, and a job whose worker was SIGKILLed is found at most
 5 + 15 + 2 x 15 = 50 s after the kill (RQ's defaults: 30 s heartbeats, a 60 s margin and 10-minute
-sweeps, about 11 minutes).
+sweeps, about 11 minutes); 60 s more if another worker was killed while sweeping that queue
+(service/store/queues.py MAINTENANCE_LOCK_SECONDS).
 """
 
 from __future__ import annotations

@@ -248,3 +248,10 @@ def test_every_enqueue_path_wakes_an_idle_worker_of_the_job_s_queue(connection: 
     word_count.enqueue(connection, EnqueueOptions(queue="high", at_front=True), text="b")
     assert connection.llen(wake_key("high")) == 2
     assert connection.llen(wake_key("default")) == 0  # its workers have nothing new
+
+
+def test_a_sweep_lock_left_by_a_killed_worker_lapses_within_a_minute(connection: Redis) -> None:
+    queue = SafeQueue("default", connection=connection, serializer=JSONSerializer)
+    assert queue.acquire_maintenance_lock()  # then the worker dies mid-sweep, never releasing it
+    assert not queue.acquire_maintenance_lock()
+    assert 0 < connection.ttl(queue.registry_cleaning_key) <= dequeue.MAINTENANCE_LOCK_SECONDS <= 60

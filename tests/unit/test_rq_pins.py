@@ -38,6 +38,7 @@ OVERRIDDEN = {
     "rq.job.Job.func": "(self)",
     "rq.job.Job.stopped_callback": "(self) -> 'Callable[[Job, Redis], Any] | None'",
     "rq.job.Job.success_callback": "(self) -> 'SuccessCallbackType | None'",
+    "rq.queue.Queue.acquire_maintenance_lock": "(self) -> 'bool'",
     "rq.queue.Queue.dequeue_any": "(cls, queues: 'Iterable[Queue]', timeout: 'int | None', connection: 'Redis', job_class: 'type[Job] | None' = None, serializer: 'Serializer | str | None' = None, death_penalty_class: 'type[BaseDeathPenalty] | None' = None) -> 'tuple[Job, Queue] | None'",
     "rq.queue.Queue.intermediate_queue": "(self) -> 'IntermediateQueue'",
     "rq.queue.Queue.push_job_id": "(self, job_id: 'str', pipeline: 'Pipeline | None' = None, at_front: 'bool' = False)",
