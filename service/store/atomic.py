@@ -21,25 +21,32 @@ from typing import TYPE_CHECKING, Any
 
 from redis import Redis
 
+from service.store.layout import APPLIED_SECONDS
+
 if TYPE_CHECKING:
     from redis.client import Pipeline
 
 Command = tuple[Any, ...]
 
-# ARGV: the number of groups; then, per group: its number of guards and, per guard, its length, its
-# arguments and the reply it must give; then the number of commands and, per command, its length and
-# arguments. A group's guards run in order until one gives another reply. Returns one 1 (ran) or 0
-# (a guard failed, none of its commands ran) per group.
+# ARGV: how long an applied mark lasts, the number of groups; then, per group: its applied mark's
+# key ('' for none), its number of guards and, per guard, its length, its arguments and the reply it
+# must give; then the number of commands and, per command, its length and arguments. A group whose
+# mark exists was applied by an earlier call of the same script (sent again after its reply was
+# lost): it is reported run and not run again. Else its guards run in order until one gives another
+# reply. Returns one 1 (ran, or ran before) or 0 (a guard failed, none of its commands ran) per group.
 _RUN_GROUPS = """
-local at = 2
+local mark_seconds = ARGV[1]
+local at = 3
 local ran = {}
-for g = 1, tonumber(ARGV[1]) do
+for g = 1, tonumber(ARGV[2]) do
+  local mark = ARGV[at]
+  local done = mark ~= '' and redis.call('EXISTS', mark) == 1
   local ok = true
-  local guards = tonumber(ARGV[at])
-  at = at + 1
+  local guards = tonumber(ARGV[at + 1])
+  at = at + 2
   for _ = 1, guards do
     local size = tonumber(ARGV[at])
-    if ok then
+    if ok and not done then
       local reply = redis.call(unpack(ARGV, at + 1, at + size))
       ok = tostring(reply) == ARGV[at + size + 1]
     end
@@ -49,10 +56,11 @@ for g = 1, tonumber(ARGV[1]) do
   at = at + 1
   for c = 1, count do
     local length = tonumber(ARGV[at])
-    if ok then redis.call(unpack(ARGV, at + 1, at + length)) end
+    if ok and not done then redis.call(unpack(ARGV, at + 1, at + length)) end
     at = at + length + 1
   end
-  ran[g] = ok and 1 or 0
+  if ok and not done and mark ~= '' then redis.call('SET', mark, '1', 'EX', mark_seconds) end
+  ran[g] = (ok or done) and 1 or 0
 end
 return ran
 """
@@ -64,6 +72,9 @@ class Group:
 
     commands: list[Command]
     guards: list[tuple[Command, str | int]] = field(default_factory=list)
+    # A key the group sets once applied (layout.applied_key): the same group sent again, by a retry
+    # of a call whose reply was lost, is reported applied rather than run twice or refused.
+    mark: str = ""
 
 
 def record(connection: Redis, write: Callable[[Pipeline], Any]) -> tuple[list[Command], Any]:
@@ -79,8 +90,9 @@ def run_groups(connection: Redis, groups: Sequence[Group]) -> list[bool]:
     """Run the groups in one atomic script call; for each, whether its guard held (and it ran)."""
     if not groups:
         return []
-    argv: list[Any] = [len(groups)]
+    argv: list[Any] = [APPLIED_SECONDS, len(groups)]
     for group in groups:
+        argv.append(group.mark)
         argv.append(len(group.guards))
         for guard, reply in group.guards:
             argv.append(len(guard))

@@ -229,6 +229,18 @@ def unique_key(name: str, canonical: str) -> str:
     return f"{UNIQUE_PREFIX}{name}:{hashlib.sha256(canonical.encode()).hexdigest()}"
 
 
+# A guarded group of writes (service/store/atomic.py) marks itself applied here, for a minute: a
+# script call redis-py sends again (the reply lost as Redis restarted) then reports it applied
+# instead of running it twice or calling it lost.
+APPLIED_PREFIX = "offload:applied:"
+APPLIED_SECONDS = 60
+
+
+def applied_key(what: str, run_id: str) -> str:
+    """Where a run's claim (`claim`) or end (`end`) marks itself applied."""
+    return f"{APPLIED_PREFIX}{what}:{run_id}"
+
+
 def wake_key(queue: str) -> str:
     """The list idle workers of `queue` block on; every push of a job adds a token."""
     return WAKE_PREFIX + queue

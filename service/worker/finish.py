@@ -23,6 +23,7 @@ from rq.job import Job, JobStatus
 from rq.worker import BaseWorker
 
 from service.store.atomic import Group, record
+from service.store.layout import applied_key
 
 if TYPE_CHECKING:
     from redis.client import Pipeline
@@ -38,7 +39,7 @@ def fast_end(worker: BaseWorker, job: Job, execution: Execution | None) -> Group
     took = job.ended_at - job.started_at
     write = partial(_success_writes, worker, job, execution, result_ttl, took)
     commands, _ = record(worker.connection, write)
-    return Group(commands, [(("EXISTS", job.dependents_key), 0)])
+    return Group(commands, [(("EXISTS", job.dependents_key), 0)], mark=applied_key("end", execution.id))
 
 
 def _success_writes(

@@ -25,6 +25,7 @@ from rq.worker import BaseWorker, WorkerStatus
 from service.store.atomic import Command, Group, record, run_groups
 from service.store.expiry import expire, expired, ttl_of
 from service.store.layout import (
+    applied_key,
     events_channel,
     intermediate_key,
     job_key,
@@ -109,7 +110,7 @@ def claim_many(worker: BaseWorker, jobs: Sequence[Job]) -> list[Execution | None
             (("HGET", job.key, "status"), JobStatus.QUEUED.value),
             (("LREM", intermediate_key(job.origin), 1, job.id), 1),
         ]
-        groups.append(Group(commands, guards))
+        groups.append(Group(commands, guards, mark=applied_key("claim", execution.id)))
         executions.append(execution)
     # The worker's own writes once, whatever became of each claim: a heartbeat as long as the
     # longest run's or RQ's plain one, whichever is longer, and busy (undone by the caller if no
