@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import redis
@@ -95,9 +95,14 @@ def drain_once(
         connection.close()
 
 
-def p4b(ctx: Context) -> list[Row]:
-    rounds = ctx.pick(3, 1)
-    counts = {"fork": ctx.pick(500, 100), "simple": ctx.pick(2000, 300)}
+Drain = Callable[[Context, str, str, str, int], float]  # (ctx, redis URL, flavour, kind, count): jobs/s
+
+
+def drain_rounds(
+    ctx: Context, rounds: int, counts: dict[str, int], flavours: Sequence[str], drain: Drain
+) -> dict[tuple[str, str], list[float]]:
+    """Each flavour's drain rate of each kind's `count` jobs, per round, in one redis-server; who
+    goes first rotates from round to round, so no flavour gains from a warmer machine."""
     rates: dict[tuple[str, str], list[float]] = {}
     with (
         tempfile.TemporaryDirectory(dir=ctx.scratch) as scratch,
@@ -105,11 +110,16 @@ def p4b(ctx: Context) -> list[Row]:
     ):
         for n in range(rounds):
             for kind, count in counts.items():
-                # Who goes first alternates, so neither gains from a warmer machine.
-                for flavour in ("raw", "offload") if n % 2 == 0 else ("offload", "raw"):
-                    rates.setdefault((flavour, kind), []).append(
-                        drain_once(ctx, server.url, flavour, kind, count)
-                    )
+                shift = n % len(flavours)
+                for flavour in [*flavours[shift:], *flavours[:shift]]:
+                    rates.setdefault((flavour, kind), []).append(drain(ctx, server.url, flavour, kind, count))
+    return rates
+
+
+def p4b(ctx: Context) -> list[Row]:
+    rounds = ctx.pick(3, 1)
+    counts = {"fork": ctx.pick(500, 100), "simple": ctx.pick(2000, 300)}
+    rates = drain_rounds(ctx, rounds, counts, ("raw", "offload"), drain_once)
     names = {
         "fork": ("rq.Worker", 'build_worker(kind="fork")'),
         "simple": ("rq.SimpleWorker", 'build_worker(kind="simple")'),

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,7 +30,6 @@ from bench import drain, noop
 from bench.processes import Context
 from bench.report import Better, Row, median
 from service.catalog import RegisteredJob, Registry
-from service.dev.harness import running_redis
 from service.store.enqueue import enqueue
 from service.store.layout import JOB_KEY_PREFIX
 
@@ -95,18 +93,7 @@ def drain_once(ctx: Context, redis_url: str, flavour: str, kind: str, count: int
 def p4c(ctx: Context) -> list[Row]:
     rounds = ctx.pick(3, 1)
     counts = {"simple": ctx.pick(2000, 300), "concurrent": ctx.pick(2000, 300)}
-    rates: dict[tuple[str, str], list[float]] = {}
-    with (
-        tempfile.TemporaryDirectory(dir=ctx.scratch) as scratch,
-        running_redis(Path(scratch) / "redis") as server,
-    ):
-        for n in range(rounds):
-            for kind, count in counts.items():
-                # Who goes first rotates, so no flavour gains from a warmer machine.
-                for flavour in FLAVOURS[n % 4 :] + FLAVOURS[: n % 4]:
-                    rates.setdefault((flavour, kind), []).append(
-                        drain_once(ctx, server.url, flavour, kind, count)
-                    )
+    rates = drain.drain_rounds(ctx, rounds, counts, FLAVOURS, drain_once)
     rows = []
     for kind, count in counts.items():
         worker = f'build_worker(kind="{kind}")'

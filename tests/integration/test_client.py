@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import queue
 import signal
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +33,7 @@ from service.dev.harness import (
     start_logged,
     wait_until,
 )
+from service.dev.receiver import webhook_receiver
 
 pytestmark = pytest.mark.integration
 
@@ -87,9 +86,10 @@ def test_the_asyncio_client_does_the_same(stack: Stack) -> None:
 
 
 def test_a_webhook_is_verified_with_the_clients_helper(stack: Stack) -> None:
-    with receiver() as (url, received), offload(stack) as client:
-        job = client.jobs.word_count(text="signed and delivered", options={"callback_url": url})
-        headers, body = received.get(timeout=30)
+    with webhook_receiver() as receiver, offload(stack) as client:
+        job = client.jobs.word_count(text="signed and delivered", options={"callback_url": receiver.url})
+        [post] = receiver.wait(1, timeout=30)
+    headers, body = post.headers, post.body
     assert verify_webhook(WEBHOOK_SECRET, headers, body)
     assert not verify_webhook("another secret", headers, body)
     assert not verify_webhook(WEBHOOK_SECRET, headers, body.replace(b"finished", b"failed"))
@@ -180,29 +180,3 @@ def _answers(base_url: str) -> bool:
             return client.health().status == "ok"
         except OffloadError:
             return False
-
-
-@contextmanager
-def receiver() -> Iterator[tuple[str, queue.Queue[tuple[list[tuple[str, str]], bytes]]]]:
-    """An endpoint on loopback that keeps each POST's headers and raw body."""
-    received: queue.Queue[tuple[list[tuple[str, str]], bytes]] = queue.Queue()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.put((list(self.headers.items()), body))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer((LOOPBACK, 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://{LOOPBACK}:{server.server_address[1]}/hook", received
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)

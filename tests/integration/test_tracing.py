@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import queue
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from service.dev.harness import StartRedis, StartStack, wait_until
+from service.dev.receiver import Receiver, webhook_receiver
 
 pytestmark = pytest.mark.integration
 
@@ -111,29 +111,10 @@ def collector() -> Iterator[Collector]:
 
 
 @pytest.fixture
-def hook() -> Iterator[tuple[str, queue.Queue[dict[str, str]]]]:
-    """A webhook endpoint on loopback: its URL, and the headers of each POST it got."""
-    received: queue.Queue[dict[str, str]] = queue.Queue()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers["Content-Length"]))
-            received.put({name.lower(): value for name, value in self.headers.items()})
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+def hook() -> Iterator[Receiver]:
+    """A webhook endpoint on loopback."""
+    with webhook_receiver() as receiver:
+        yield receiver
 
 
 # The Procfile's default (threads and a loop in one process), and the forking worker, whose work
@@ -145,9 +126,9 @@ def test_a_requests_trace_holds_its_enqueue_the_run_and_the_webhook(
     start_stack: StartStack,
     tmp_path: Path,
     collector: Collector,
-    hook: tuple[str, queue.Queue[dict[str, str]]],
+    hook: Receiver,
 ) -> None:
-    url, deliveries = hook
+    url = hook.url
     redis = start_redis(tmp_path / "redis")
     stack = start_stack(
         redis.url,
@@ -166,7 +147,7 @@ def test_a_requests_trace_holds_its_enqueue_the_run_and_the_webhook(
     )
     assert response.status_code == 202, response.text
     job_id = response.json()["id"]
-    headers = deliveries.get(timeout=WAIT)
+    headers = hook.wait(1, timeout=WAIT)[0].headers
 
     expected = [
         ("offload-web", "POST /jobs/word_count", Span.SPAN_KIND_SERVER),

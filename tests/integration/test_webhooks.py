@@ -5,45 +5,23 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import queue
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from service.dev.harness import WEBHOOK_SECRET, Stack
+from service.dev.receiver import Receiver, webhook_receiver
 
 pytestmark = pytest.mark.integration
 
-Delivery = tuple[dict[str, str], bytes]
-
 
 @pytest.fixture
-def endpoint() -> Iterator[tuple[str, queue.Queue[Delivery]]]:
+def endpoint() -> Iterator[Receiver]:
     """A receiver on loopback that knows nothing of offload but the documented recipe."""
-    received: queue.Queue[Delivery] = queue.Queue()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            received.put((dict(self.headers), self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/offload-hook", received
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with webhook_receiver("/offload-hook") as receiver:
+        yield receiver
 
 
 def verified(header: str, body: bytes) -> bool:
@@ -55,15 +33,15 @@ def verified(header: str, body: bytes) -> bool:
     return hmac.compare_digest(expected, parts["v1"]) and abs(time.time() - int(parts["t"])) < 300
 
 
-def test_a_job_posts_its_end_to_the_callback_url(
-    stack: Stack, endpoint: tuple[str, queue.Queue[Delivery]]
-) -> None:
-    url, received = endpoint
-    response = stack.client.post("/jobs/word_count", json={"text": "x y z"}, params={"callback_url": url})
+def test_a_job_posts_its_end_to_the_callback_url(stack: Stack, endpoint: Receiver) -> None:
+    response = stack.client.post(
+        "/jobs/word_count", json={"text": "x y z"}, params={"callback_url": endpoint.url}
+    )
     assert response.status_code == 202, response.text
     job_id = response.json()["id"]
-    headers, body = received.get(timeout=20)
-    assert verified(headers["Offload-Signature"], body)
+    [post] = endpoint.wait(1, timeout=20)
+    headers, body = post.headers, post.body
+    assert verified(headers["offload-signature"], body)
     payload = json.loads(body)
     assert (payload["id"], payload["status"], payload["result"]["words"]) == (job_id, "finished", 3)
 

@@ -9,8 +9,12 @@ from collections.abc import Callable, Iterator
 import fakeredis
 import pytest
 from fastapi.testclient import TestClient
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from redis import Redis
 
+from service import tracing
 from service.catalog import Registry, load_catalog
 from service.settings import Settings
 from service.web.app import create_app
@@ -77,6 +81,20 @@ def make_client(
             return opened.enter_context(serving(app_settings, connection, fake_server, registry))
 
         yield create
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Tracing on in this process, every span ended kept in memory; off again afterwards."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.install(provider)
+    try:
+        yield exporter
+    finally:
+        tracing.uninstall()
+        provider.shutdown()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from redis import Redis
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from service.catalog import Registry, report_progress
+from service.catalog import RegisteredJob, Registry, report_progress
 from service.store.layout import queue_key
 from service.store.views import job_view
 from service.web.routes.listing import _workers
@@ -67,6 +67,28 @@ def _when(condition: Callable[[], bool], then: Callable[[], Any]) -> threading.T
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
     return thread
+
+
+def forever(registry: Registry, kind: str, started: list[str] | None = None) -> RegisteredJob[[], Any]:
+    """A job of `kind` (sync or async) that runs until it is stopped, noting in `started` that it ran."""
+    if kind == "sync":
+
+        @registry.job(name="forever_sync")
+        def forever_sync() -> None:
+            if started is not None:
+                started.append(kind)
+            while True:
+                time.sleep(0.05)
+
+        return forever_sync
+
+    @registry.job(name="forever_async")
+    async def forever_async() -> None:
+        if started is not None:
+            started.append(kind)
+        await asyncio.sleep(60)
+
+    return forever_async
 
 
 def test_sync_jobs_run_at_once_each_in_its_own_claimed_run(
@@ -176,20 +198,11 @@ def test_a_stop_ends_one_running_job_as_stopped(
     kind: str, registry: Registry, connection: Redis, make_worker: Callable[..., ConcurrentWorker]
 ) -> None:
     @registry.job()
-    def forever_sync() -> None:
-        while True:
-            time.sleep(0.05)
-
-    @registry.job()
-    async def forever_async() -> None:
-        await asyncio.sleep(60)
-
-    @registry.job()
     def quick() -> int:
         return 1
 
     worker = make_worker(concurrency=2)
-    target = (forever_sync if kind == "sync" else forever_async).enqueue(connection)
+    target = forever(registry, kind).enqueue(connection)
     other = quick.enqueue(connection)
 
     def stop() -> None:
@@ -213,20 +226,8 @@ def test_a_run_stopped_before_its_function_starts_never_starts(
     # The stop lands between the claim and the slot thread: the window a stop raced into, leaving a
     # sync job running forever and an async job's coroutine never awaited.
     started: list[str] = []
-
-    @registry.job()
-    def forever_sync() -> None:
-        started.append("sync")
-        while True:
-            time.sleep(0.05)
-
-    @registry.job()
-    async def forever_async() -> None:
-        started.append("async")
-        await asyncio.sleep(60)
-
     worker = make_worker(concurrency=2)
-    target = (forever_sync if kind == "sync" else forever_async).enqueue(connection)
+    target = forever(registry, kind, started).enqueue(connection)
 
     class StopFirst(queue.SimpleQueue[concurrent.Run | None]):
         def put(self, run: concurrent.Run | None, block: bool = True, timeout: float | None = None) -> None:
@@ -248,15 +249,8 @@ def test_a_stop_that_comes_between_the_claim_and_the_run_stops_it(
 ) -> None:
     # The API reads `started` from the claim and sends its stop before the worker knows the run.
     started: list[str] = []
-
-    @registry.job()
-    def forever() -> None:
-        started.append("forever")
-        while True:
-            time.sleep(0.05)
-
     worker = make_worker(concurrency=2)
-    target = forever.enqueue(connection)
+    target = forever(registry, "sync", started).enqueue(connection)
 
     def claim_then_stop(worker: ConcurrentWorker, jobs: list[Job]) -> Any:
         claimed = claim_many(worker, jobs)

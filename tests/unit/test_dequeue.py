@@ -255,3 +255,28 @@ def test_a_sweep_lock_left_by_a_killed_worker_lapses_within_a_minute(connection:
     assert queue.acquire_maintenance_lock()  # then the worker dies mid-sweep, never releasing it
     assert not queue.acquire_maintenance_lock()
     assert 0 < connection.ttl(queue.registry_cleaning_key) <= dequeue.MAINTENANCE_LOCK_SECONDS <= 60
+
+
+def test_take_gets_up_to_n_jobs_in_priority_order_in_one_call(connection: Redis) -> None:
+    low = word_count.enqueue(connection, EnqueueOptions(queue="low"), text="a")
+    first, second = (word_count.enqueue(connection, EnqueueOptions(queue="high"), text=t) for t in "bc")
+    queues = [SafeQueue(name, connection=connection, serializer=JSONSerializer) for name in ("high", "low")]
+    taken = SafeQueue.take(queues, 2, None, connection, serializer=JSONSerializer)
+    assert [(job.id, queue.name) for job, queue in taken] == [(first.id, "high"), (second.id, "high")]
+    assert intermediate(connection, "high") == [first.id, second.id]  # recoverable until claimed
+    rest = SafeQueue.take(queues, 5, None, connection, serializer=JSONSerializer)
+    assert [job.id for job, _queue in rest] == [low.id]
+    assert SafeQueue.take(queues, 5, None, connection, serializer=JSONSerializer) == []
+
+
+def test_take_gives_back_a_job_rq_cannot_read_and_reports_it_when_it_is_alone(connection: Redis) -> None:
+    broken, good = (word_count.enqueue(connection, text=t) for t in "ab")
+    connection.hset(broken.key, "enqueued_at", "not a time")
+    queue = SafeQueue("default", connection=connection, serializer=JSONSerializer)
+    taken = SafeQueue.take([queue], 5, None, connection, serializer=JSONSerializer)
+    assert [job.id for job, _queue in taken] == [good.id]
+    assert queued(connection, "default") == [broken.id]  # back at the front, for the next take
+    # Alone, it is raised, as RQ reports (and fails) a job it cannot read.
+    with pytest.raises(ValueError, match="not a time") as raised:
+        SafeQueue.take([queue], 5, None, connection, serializer=JSONSerializer)
+    assert raised.value.job_id == broken.id  # type: ignore[attr-defined]

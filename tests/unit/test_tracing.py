@@ -6,16 +6,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from redis import Redis
@@ -23,6 +20,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from service import tracing
+from service.dev.receiver import Receiver, webhook_receiver
 from service.settings import ConfigError
 
 TRACE_ID = 0x4BF92F3577B34DA6A3CE929D0E0E4736
@@ -32,43 +30,10 @@ SECRET = "tracing-test-webhook-secret"
 
 
 @pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    """Tracing on in this process, every span ended kept in memory; off again afterwards."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.install(provider)
-    try:
-        yield exporter
-    finally:
-        tracing.uninstall()
-        provider.shutdown()
-
-
-@pytest.fixture
-def received() -> Iterator[tuple[str, list[dict[str, str]]]]:
-    """A webhook endpoint on loopback: its URL, and the headers of each POST it got."""
-    headers: list[dict[str, str]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers["Content-Length"]))
-            headers.append({name.lower(): value for name, value in self.headers.items()})
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/hook", headers
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+def received() -> Iterator[Receiver]:
+    """A webhook endpoint on loopback."""
+    with webhook_receiver() as receiver:
+        yield receiver
 
 
 @pytest.fixture
@@ -165,9 +130,9 @@ def test_one_requests_trace_holds_its_enqueue_the_run_and_the_webhook(
     hooked: Callable[[], TestClient],
     connection: Redis,
     run_jobs: Callable[[], None],
-    received: tuple[str, list[dict[str, str]]],
+    received: Receiver,
 ) -> None:
-    url, deliveries = received
+    url = received.url
     client = hooked()
     response = client.post(
         "/jobs/word_count",
@@ -222,7 +187,7 @@ def test_one_requests_trace_holds_its_enqueue_the_run_and_the_webhook(
         "http.response.status_code": 204,
     }
     # The receiver can continue the trace: the POST carried its own span's context.
-    [headers] = deliveries
+    [headers] = [post.headers for post in received.posts]
     assert headers["traceparent"] == traceparent(post)
 
     # The context the job carries is its send span's; the view shows the request id.
@@ -253,9 +218,9 @@ def test_off_a_job_carries_its_request_id_and_no_trace_and_its_webhook_no_tracep
     hooked: Callable[[], TestClient],
     connection: Redis,
     run_jobs: Callable[[], None],
-    received: tuple[str, list[dict[str, str]]],
+    received: Receiver,
 ) -> None:
-    url, deliveries = received
+    url = received.url
     client = hooked()
     assert not getattr(client.app, "_is_instrumented_by_opentelemetry", False)
     response = client.post(
@@ -269,5 +234,5 @@ def test_off_a_job_carries_its_request_id_and_no_trace_and_its_webhook_no_tracep
     meta = Job.fetch(job_id, connection=connection, serializer=JSONSerializer).meta
     assert meta["request_id"] == "req-7"
     assert "trace" not in meta
-    [headers] = deliveries
+    [headers] = [post.headers for post in received.posts]
     assert "traceparent" not in headers

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -15,43 +12,17 @@ from redis import Redis
 from rq import Callback, Queue
 from rq.serializers import JSONSerializer
 
+from service.dev.receiver import Receiver, webhook_receiver
 from service.worker.webhooks import SIGNATURE_HEADER, sign, verify
 
 SECRET = "webhook-test-secret"
 
 
-@dataclass
-class Receiver:
-    url: str
-    answer: int = 200
-    received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     """An HTTP endpoint on loopback that records what it is sent."""
-    state = Receiver(url="")
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            state.received.append((dict(self.headers), body))
-            self.send_response(state.answer)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with webhook_receiver() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture
@@ -78,17 +49,18 @@ def test_a_finished_job_is_posted_signed(
         "last_status_code": None, "last_error": None, "delivered_at": None,
     }  # fmt: skip
     run_jobs()
-    [(headers, body)] = receiver.received
-    assert verify(SECRET, headers[SIGNATURE_HEADER], body)
-    assert not verify("another secret", headers[SIGNATURE_HEADER], body)
-    assert headers["Content-Type"] == "application/json"
-    assert headers["Offload-Job-Id"] == view["id"]
+    [post] = receiver.posts
+    headers, body = post.headers, post.body
+    assert verify(SECRET, headers[SIGNATURE_HEADER.lower()], body)
+    assert not verify("another secret", headers[SIGNATURE_HEADER.lower()], body)
+    assert headers["content-type"] == "application/json"
+    assert headers["offload-job-id"] == view["id"]
     payload = json.loads(body)
     assert payload["id"] == view["id"]
     assert payload["status"] == "finished"
     assert payload["result"]["words"] == 2
     after = hooked.get(f"/jobs/{view['id']}").json()["callback"]
-    assert (after["status"], after["attempts"], after["last_status_code"]) == ("delivered", 1, 200)
+    assert (after["status"], after["attempts"], after["last_status_code"]) == ("delivered", 1, 204)
     assert after["delivered_at"] is not None
 
 
@@ -97,7 +69,8 @@ def test_a_failed_job_is_posted_once_after_its_last_retry(
 ) -> None:
     enqueue(hooked, "always_fails", {"message": "nope"}, retries=0, callback_url=receiver.url)
     run_jobs()
-    [(_, body)] = receiver.received
+    [post] = receiver.posts
+    body = post.body
     payload = json.loads(body)
     assert payload["status"] == "failed"
     assert payload["error"] == {"type": "IntentionalFailureError", "message": "nope"}
@@ -109,7 +82,7 @@ def test_a_failure_that_will_be_retried_is_not_posted(
     view = enqueue(hooked, "always_fails", {}, retries=1, callback_url=receiver.url)
     run_jobs()  # the retry is scheduled 1 s later: this burst does not reach it
     assert hooked.get(f"/jobs/{view['id']}").json()["status"] == "scheduled"
-    assert receiver.received == []
+    assert receiver.posts == []
 
 
 def test_an_endpoint_that_fails_is_retried_with_backoff(
@@ -118,7 +91,7 @@ def test_an_endpoint_that_fails_is_retried_with_backoff(
     receiver.answer = 500
     view = enqueue(hooked, "word_count", {"text": "a"}, callback_url=receiver.url)
     run_jobs()
-    assert len(receiver.received) == 1
+    assert len(receiver.posts) == 1
     callback = hooked.get(f"/jobs/{view['id']}").json()["callback"]
     assert (callback["status"], callback["attempts"], callback["last_status_code"]) == ("retrying", 1, 500)
     scheduled = hooked.get("/queues").json()
