@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 import httpx
@@ -146,17 +146,9 @@ def _enqueue(
 
 
 def _options(options: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
-    """The options as query parameters; a `delay` becomes the `at` it means, once.
-
-    The server turns `delay` into a time when it receives the request, and an Idempotency-Key
-    remembers the request with that time: a retry a moment later would ask for another time, a
-    different request (409). Sent as `at`, every try asks for the same; this machine's clock then
-    sets the time, and the server refuses an `at` more than 5 s in its past.
-    """
+    """The options as query parameters (a retry sends them again as they are: the server compares a
+    repeat under the same Idempotency-Key on its `delay`, not on the time the delay came to)."""
     values = dict(options)
-    delay = values.get("delay")
-    if isinstance(delay, int | float) and delay > 0 and "at" not in values:
-        values["at"] = datetime.now(UTC) + timedelta(seconds=float(values.pop("delay")))
     params: list[tuple[str, str]] = []
     for name, value in values.items():
         for item in value if isinstance(value, list | tuple) else [value]:

@@ -159,10 +159,12 @@ def count_event(pipe: Redis | Pipeline, name: str, event: str, amount: int = 1) 
 def _fingerprint(
     registered: RegisteredJob[..., Any], inputs: list[dict[str, Any]], options: EnqueueOptions
 ) -> str:
-    """What makes two requests the same request, whatever the JSON's spacing or key order."""
+    """What makes two requests the same request, whatever the JSON's spacing or key order (and, for
+    a `delay`, whenever it is repeated: the delay is compared, not the time it came to)."""
+    asked = dict(vars(options), at=None) if options.delay is not None else vars(options)
     request = {
         "job": registered.name,
         "inputs": inputs,
-        "options": {key: str(value) for key, value in sorted(vars(options).items())},
+        "options": {key: str(value) for key, value in sorted(asked.items())},
     }
     return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()

@@ -18,6 +18,9 @@ class EnqueueOptions:
     retries: int | None = None
     result_ttl: int | None = None
     at: datetime | None = None  # run no earlier than this (timezone-aware); None: now
+    # The `delay` a request asked for, which `at` is the time of: what a repeat of the request under
+    # the same Idempotency-Key is compared on (its `at` is a little later each time).
+    delay: float | None = None
     depends_on: tuple[str, ...] = ()
     allow_failure: bool = False  # dependents also run when a dependency failed
     at_front: bool = False

@@ -220,7 +220,7 @@ def _meta(url: str | None, ttl: int | None) -> dict[str, Any] | None:
 
 def template_for(registered: RegisteredJob[..., Any], options: EnqueueOptions) -> Template:
     # A template depends on whether a job is scheduled, not on when.
-    shape = options if options.at is None else replace(options, at=_SOME_TIME)
+    shape = options if options.at is None else replace(options, at=_SOME_TIME, delay=None)
     if options.depends_on:  # ids differ from request to request: not worth a cache entry
         return Template(registered, shape)
     return _cached_template(registered, shape)

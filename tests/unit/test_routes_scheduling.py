@@ -40,6 +40,17 @@ def test_delay_schedules_the_job(client: TestClient, connection: Redis) -> None:
     assert read(client, view["id"])["scheduled_for"] == view["scheduled_for"]
 
 
+def test_a_delayed_enqueue_repeated_under_its_idempotency_key_is_a_replay(client: TestClient) -> None:
+    # Each repeat computes a later time from the same delay: the request is the same all the same.
+    key = {"Idempotency-Key": "delayed-once"}
+    first = client.post("/jobs/word_count", json={"text": "a"}, params={"delay": 60}, headers=key)
+    again = client.post("/jobs/word_count", json={"text": "a"}, params={"delay": 60}, headers=key)
+    assert (first.status_code, again.status_code) == (202, 202)
+    assert again.json()["id"] == first.json()["id"]
+    other = client.post("/jobs/word_count", json={"text": "a"}, params={"delay": 61}, headers=key)
+    assert other.status_code == 409  # another delay: another request under the same key
+
+
 def test_at_schedules_the_job(client: TestClient) -> None:
     at = (datetime.now(UTC) + timedelta(hours=2)).replace(microsecond=0)
     view = post(client, "/jobs/word_count", {"text": "a"}, at=at.isoformat())

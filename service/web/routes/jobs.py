@@ -89,6 +89,7 @@ async def enqueue_options(
         retries=retries,
         result_ttl=result_ttl,
         at=_run_at(delay, at, bool(depends_on)),
+        delay=delay or None,
         depends_on=tuple(dict.fromkeys(depends_on)),
         allow_failure=allow_failure,
         at_front=at_front,
