@@ -8,9 +8,9 @@ execution, so `GET /workers`, the started registry and recovery see every job th
 
 A monitor thread refreshes the heartbeats of every run and ends a run at its timeout. Ending a run
 early (its timeout, a stop asked for by a user, a shutdown) cancels an async job's coroutine; a sync
-job gets an exception raised in its thread, as RQ's TimerDeathPenalty does, which Python delivers
-when the thread next runs Python code: a job blocked in one long C call (a socket read without a
-timeout) ends only when that call returns. Once a run is saving its outcome nothing interrupts it.
+job gets an exception raised in its thread (service/worker/runs.py): a job blocked in one long C
+call (a socket read without a timeout) ends only when that call returns. Once a run is saving its
+outcome nothing interrupts it.
 
 A warm shutdown (SIGTERM) takes no more jobs; running ones have the grace period to finish, then
 are put back at the front of their queue as they were (shutdown.requeue), none lost; a second
@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import copy
-import ctypes
 import math
 import queue as queues
 import sys
@@ -31,8 +30,6 @@ import threading
 import time
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime
 from types import FrameType
 from typing import Any
 
@@ -42,13 +39,19 @@ from rq.command import parse_payload
 from rq.exceptions import StopRequested
 from rq.executions import Execution
 from rq.job import Job
-from rq.timeouts import BaseDeathPenalty, JobTimeoutException
 from rq.utils import now
 from rq.worker import BaseWorker, WorkerStatus
 
 from service.store.atomic import Group, GroupCommit
 from service.worker.job import registered_job
 from service.worker.recovery import CLAIM_LOST, ClaimLostError, claim_many, expire_stale, heartbeat_ttl
+from service.worker.runs import (
+    STOPPED,
+    TIMEOUT,
+    Run,
+    RunDeathPenalty,
+    _raise_in_thread,
+)
 from service.worker.shutdown import DEFAULT_GRACE_SECONDS, RUN_FIELDS, requeue
 from service.worker.worker import OffloadWorker
 
@@ -57,86 +60,6 @@ MONITOR_SECONDS = 0.2  # how often timeouts are checked (heartbeats go every JOB
 INTERRUPT_WAIT = 3.0  # how long an interrupted run's thread has to record its requeue itself
 STOP_MEMORY = 60.0  # how long a stop for a job not running here (yet) is remembered
 CLOSE_WAIT = 2.0  # how long a closing worker waits for each of its threads
-
-TIMEOUT = "timeout"
-STOPPED = "stopped"
-
-
-class RunInterrupted(BaseException):
-    """Raised in a job's thread when its worker ends the run early; BaseException, so `except
-    Exception` in a job does not swallow it."""
-
-
-@dataclass(eq=False)
-class Run:
-    """One running job of a concurrent worker."""
-
-    job: Job
-    queue: Queue
-    execution: Execution
-    before: dict[str, Any]  # the job as it was before the claim marked it started
-    thread_id: int | None = None  # a sync job's thread, while its function runs: where to interrupt it
-    deadline: float = math.inf  # monotonic; set while the job's function runs
-    future: concurrent.futures.Future[Any] | None = None  # an async job's coroutine on the loop
-    finishing: bool = False  # saving its outcome: no longer interrupted
-    interrupted: str | None = None  # TIMEOUT, STOPPED, or a shutdown's reason
-    requeued: bool = False  # by the main thread, its thread having not answered
-    started: datetime = field(default_factory=now)
-    is_async: bool = False  # its function is `async def`: ended by cancelling its coroutine
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def interrupt(self, reason: str) -> bool:
-        """End the run early; False if it is already saving its outcome or was interrupted before."""
-        with self.lock:
-            if self.finishing or self.interrupted is not None:
-                return False
-            self.interrupted = reason  # before the cancel: its waiting thread wakes at once
-            if self.future is not None:
-                if not self.future.cancel():  # the coroutine has just ended: its outcome stands
-                    self.interrupted = None
-                    return False
-            elif self.thread_id is not None:
-                exception = JobTimeoutException if reason == TIMEOUT else RunInterrupted
-                _raise_in_thread(self.thread_id, exception)
-            return True
-
-    def exception(self) -> BaseException:
-        if self.interrupted == TIMEOUT:  # RQ's, so it is retried and reported as any timeout
-            return JobTimeoutException(f"Task exceeded maximum timeout value ({self.job.timeout} seconds)")
-        return RunInterrupted(self.interrupted)
-
-
-def _raise_in_thread(thread_id: int, exception: type[BaseException] | None) -> None:
-    """Have `exception` raised in a thread when it next runs Python code (None: forget a pending one)."""
-    target = ctypes.py_object(exception) if exception is not None else None
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), target)
-
-
-class RunDeathPenalty(BaseDeathPenalty):
-    """RQ's death penalty for a run in a slot thread: a deadline the monitor thread enforces."""
-
-    worker: ConcurrentWorker  # bound per worker (ConcurrentWorker.__init__)
-
-    def setup_death_penalty(self) -> None:
-        run = self.worker.current_run()
-        if run is None or run.finishing:  # not the job's function: a callback's
-            return
-        with run.lock:
-            # Interrupted before its function started (a stop or a shutdown just after the take):
-            # it does not start. Only from here on is an exception raised in this thread: before,
-            # it could land in RQ's own bookkeeping, or between an async job's coroutine being
-            # made and being handed to the loop.
-            if run.interrupted is not None:
-                raise run.exception()
-            if not run.is_async:
-                run.thread_id = threading.get_ident()
-        if self._timeout > 0:
-            run.deadline = time.monotonic() + self._timeout
-
-    def cancel_death_penalty(self) -> None:
-        run = self.worker.current_run()
-        if run is not None and not run.finishing:
-            run.deadline = math.inf
 
 
 class _Dispatch(BaseWorker):

@@ -27,6 +27,7 @@ from service.worker import concurrent
 from service.worker.concurrent import ConcurrentWorker
 from service.worker.main import _concurrency_error, build_worker
 from service.worker.recovery import claim_many
+from service.worker.runs import Run
 
 WAIT = 10  # seconds any wait in these tests gives up after
 
@@ -229,8 +230,8 @@ def test_a_run_stopped_before_its_function_starts_never_starts(
     worker = make_worker(concurrency=2)
     target = forever(registry, kind, started).enqueue(connection)
 
-    class StopFirst(queue.SimpleQueue[concurrent.Run | None]):
-        def put(self, run: concurrent.Run | None, block: bool = True, timeout: float | None = None) -> None:
+    class StopFirst(queue.SimpleQueue[Run | None]):
+        def put(self, run: Run | None, block: bool = True, timeout: float | None = None) -> None:
             if run is not None:  # None: a slot thread's end, as the worker closes
                 worker.request_stop_execution(run.execution.id)
             super().put(run, block, timeout)
