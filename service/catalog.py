@@ -17,10 +17,10 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create
 from rq import Retry
 from rq.job import Job as RQJob
 from rq.job import get_current_job
-from rq.serializers import JSONSerializer
 
 from service.flow import RETRY_AFTER_LIMIT, FlowControl, RetryAfter, flow_control
 from service.flow import retry_after as retry_after
+from service.serializer import JSON
 from service.store.enqueue import enqueue
 from service.store.layout import QUEUES, WORKER_QUEUES, events_channel
 from service.store.options import EnqueueOptions
@@ -148,7 +148,7 @@ class RegisteredJob(Generic[P, R]):
         options = options or EnqueueOptions()
         enqueued = enqueue(connection, self, [self.input_model.model_validate(params)], options)
         if enqueued.duplicates:  # a unique job's duplicate: the job that holds its input
-            return RQJob.fetch(enqueued.ids[0], connection=connection, serializer=JSONSerializer)
+            return RQJob.fetch(enqueued.ids[0], connection=connection, serializer=JSON)
         return as_rq_job(connection, self, options, enqueued.jobs[0])
 
 

@@ -7,10 +7,10 @@ from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation
 from rq.job import Job
 from rq.registry import BaseRegistry, CanceledJobRegistry, FailedJobRegistry
-from rq.serializers import JSONSerializer
 
 from service.catalog import Registry
 from service.schemas import JobView
+from service.serializer import JSON
 from service.store.errors import JobStateError
 from service.store.layout import NOT_YET_RUN, TERMINAL, index_key
 from service.store.rates import unhold
@@ -29,7 +29,7 @@ def cancel(connection: Redis, job_id: str, registry: Registry) -> JobView:
         job.cancel()
     elif current == "started":
         try:
-            send_stop_job_command(connection, job.id, serializer=JSONSerializer)
+            send_stop_job_command(connection, job.id, serializer=JSON)
         except InvalidJobOperation:
             raise JobStateError("the job is between two states; try again") from None
         # The fork worker kills the work horse and records the job as stopped; a `simple`
@@ -47,9 +47,9 @@ def requeue(connection: Redis, job_id: str, registry: Registry) -> JobView:
     current = status_of(job)
     holder: BaseRegistry
     if current in ("failed", "stopped"):
-        holder = FailedJobRegistry(job.origin, connection=connection, serializer=JSONSerializer)
+        holder = FailedJobRegistry(job.origin, connection=connection, serializer=JSON)
     elif current == "canceled":
-        holder = CanceledJobRegistry(job.origin, connection=connection, serializer=JSONSerializer)
+        holder = CanceledJobRegistry(job.origin, connection=connection, serializer=JSON)
     else:
         raise JobStateError(f"only failed, stopped or canceled jobs can be requeued; this one is {current}")
     _clear_last_run(job)

@@ -19,9 +19,9 @@ from redis import Redis
 from rq.job import Job
 from rq.rate_limit import RateLimitRegistry
 from rq.registry import CanceledJobRegistry
-from rq.serializers import JSONSerializer
 from rq.utils import as_text
 
+from service.serializer import JSON
 from service.store.layout import COUNTERS_KEY, counter_field, events_channel, queue_key
 
 if TYPE_CHECKING:
@@ -75,7 +75,13 @@ def expire(connection: Redis, job: Job, name: str, where: str | None = None) -> 
         COUNTERS_KEY,
     ]
     score = int(datetime.now(UTC).timestamp())  # what RQ's CanceledJobRegistry.add scores
-    args = [job.id, JSONSerializer.dumps(meta), score, counter_field(name, EXPIRED), events_channel(job.id)]
+    args: list[bytes | str | int] = [
+        job.id,
+        JSON.dumps(meta),
+        score,
+        counter_field(name, EXPIRED),
+        events_channel(job.id),
+    ]
     if not connection.eval(_EXPIRE, len(keys), *keys, *args):
         return False
     job.refresh()
@@ -91,7 +97,7 @@ def sweep(connection: Redis, queue: str, registry: Registry | None) -> int:
     jobs, the first to expire.
     """
     ids = [as_text(raw) for raw in connection.lrange(queue_key(queue), 0, SWEEP_BATCH - 1)]
-    jobs = Job.fetch_many(ids, connection=connection, serializer=JSONSerializer)
+    jobs = Job.fetch_many(ids, connection=connection, serializer=JSON)
     now = datetime.now(UTC)
     canceled = 0
     for job in jobs:

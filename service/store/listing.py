@@ -15,11 +15,11 @@ from typing import Any
 
 from redis import Redis
 from rq.job import Job
-from rq.serializers import JSONSerializer
 from rq.utils import as_text
 
 from service.catalog import Registry
 from service.schemas import JobView
+from service.serializer import JSON
 from service.store.layout import index_key
 from service.store.views import job_views, status_of
 
@@ -72,9 +72,7 @@ def list_jobs(
     entries = _slice(connection, key, cursor, budget + 1)
     more = len(entries) > budget
     scanned = entries[:budget]
-    found = Job.fetch_many(
-        [job_id for job_id, _ in scanned], connection=connection, serializer=JSONSerializer
-    )
+    found = Job.fetch_many([job_id for job_id, _ in scanned], connection=connection, serializer=JSON)
     expired = [job_id for (job_id, _), job in zip(scanned, found, strict=True) if job is None]
     if expired:  # records gone with their TTL; their index entries go now
         connection.zrem(key, *expired)

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 from redis import Redis
 from rq import Callback, Queue, RateLimit, Retry
 from rq.job import Dependency, Job, JobStatus
-from rq.serializers import JSONSerializer
 from rq.utils import now
 
 from service.connection import Packed
 from service.flow import RATE_SLACK_MS, key_value
+from service.serializer import JSON
 from service.store.layout import (
     CALLBACK_HOOKS,
     COUNTERS_KEY,
@@ -49,9 +49,7 @@ class Template:
 
     def __init__(self, registered: RegisteredJob[..., Any], options: EnqueueOptions) -> None:
         # RQ's objects want a client; building them sends nothing.
-        queue = Queue(
-            options.queue or registered.defaults.queue, connection=Redis(), serializer=JSONSerializer
-        )
+        queue = Queue(options.queue or registered.defaults.queue, connection=Redis(), serializer=JSON)
         job = _create(queue, registered, options, "template", {})
         status = job.get_status(refresh=False)
         assert status is not None
@@ -127,7 +125,7 @@ def as_rq_job(
     connection: Redis, registered: RegisteredJob[..., Any], options: EnqueueOptions, new: NewJob
 ) -> Job:
     """RQ's `Job` of a job just written, for in-process producers, without reading it back."""
-    queue = Queue(new.queue, connection=connection, serializer=JSONSerializer)
+    queue = Queue(new.queue, connection=connection, serializer=JSON)
     job = _create(queue, registered, options, new.id, new.kwargs, JobStatus(new.status))
     job.created_at = new.created_at or job.created_at
     job.enqueued_at = new.enqueued_at

@@ -15,12 +15,12 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 from rq.results import Result
-from rq.serializers import JSONSerializer
 from rq.utils import as_text
 
 from service.catalog import Registry
 from service.flow import FlowControl
 from service.schemas import CallbackView, HeldView, JobError, JobProgress, JobView, RetryAfterView
+from service.serializer import JSON
 from service.store.errors import JobNotFoundError
 from service.store.expiry import catalog_name, expire, expired
 from service.store.held import held_view
@@ -39,14 +39,14 @@ dashboard_job_page: ContextVar[str | None] = ContextVar("dashboard_job_page", de
 def fetch_job(connection: Redis, job_id: str) -> Job:
     """The job, or a 404 error."""
     try:
-        return Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
+        return Job.fetch(job_id, connection=connection, serializer=JSON)
     except NoSuchJobError:
         raise JobNotFoundError(job_id) from None
 
 
 def fetch_jobs(connection: Redis, job_ids: Sequence[str]) -> list[Job]:
     """The jobs that still exist, in order (expired ones are left out)."""
-    found = Job.fetch_many(list(job_ids), connection=connection, serializer=JSONSerializer)
+    found = Job.fetch_many(list(job_ids), connection=connection, serializer=JSON)
     return [job for job in found if job is not None]
 
 
@@ -86,7 +86,7 @@ def job_views(connection: Redis, jobs: Sequence[Job], registry: Registry) -> lis
             if entries:
                 result_id, payload = entries[0]
                 latest = Result.restore(
-                    job.id, as_text(result_id), payload, connection=connection, serializer=JSONSerializer
+                    job.id, as_text(result_id), payload, connection=connection, serializer=JSON
                 )
         elif status == "scheduled":
             due = next(extras)

@@ -23,10 +23,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from rq.job import JobStatus
-from rq.serializers import JSONSerializer
 from rq.utils import get_call_string, now, utcformat
 
 from service.connection import Packed
+from service.serializer import JSON
 from service.store.layout import (
     INDEX_RETENTION_SECONDS,
     JOB_KEY_PREFIX,
@@ -253,7 +253,7 @@ def prepare(
         # The template's meta, less what it packed, and the request's after the rest, encoded once.
         meta = {**template.meta, **carried}
         runs, width = template.bare_runs, template.bare_width + 2
-        own_meta = ("meta", JSONSerializer.dumps(meta))
+        own_meta = ("meta", JSON.dumps(meta))
     stamp = now()  # RQ stamps creation and enqueueing apart; one instant does for both here
     formatted = utcformat(stamp)
     due = calendar.timegm(options.at.utctimetuple()) if options.at is not None else None
@@ -280,7 +280,7 @@ def prepare(
     ]
     jobs = []
     for n, (job_id, kwargs) in enumerate(zip(ids, inputs, strict=True)):
-        data = zlib.compress(JSONSerializer.dumps((template.func_name, None, (), kwargs)))
+        data = zlib.compress(JSON.dumps((template.func_name, None, (), kwargs)))
         description = get_call_string(template.func_name, (), kwargs, max_length=75)
         own = {template.created_at: formatted, template.data: data, template.description: description}
         if template.enqueued_at is not None:

@@ -22,11 +22,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Worker
 from rq.exceptions import NoSuchJobError
 from rq.registry import FailedJobRegistry
-from rq.serializers import JSONSerializer
 from rq.worker import BaseWorker
 from rq_dashboard import web as rq_web
 
 from service.catalog import Registry
+from service.serializer import JSON
 from service.store.control import requeue
 from service.store.errors import JobNotFoundError, JobStateError, UnknownQueueError
 from service.web.dashboard_pause import install_pause_page
@@ -49,7 +49,7 @@ def build_flask_app(connection: Redis, registry: Registry, redis_shown: str, *, 
     """rq-dashboard's blueprint in an app of its own, on `connection`, reading JSON jobs."""
     # rq-dashboard 0.9.0 takes its serializer from a module-level setting only (what its --json
     # option and RQ_DASHBOARD_JSON_SERIALIZER set). Every job offload stores is JSON.
-    rq_web.config.serializer = JSONSerializer
+    rq_web.config.serializer = JSON
     static = Path(rq_web.__file__).parent / "static"
     app = Flask(__name__, static_folder=str(static))
     app.config.from_object(rq_dashboard.default_settings)
@@ -100,7 +100,7 @@ def _requeue_job(connection: Redis, registry: Registry, job_id: str) -> Response
 
 
 def _requeue_all(connection: Redis, registry: Registry, queue_name: str) -> ResponseReturnValue:
-    failed = FailedJobRegistry(queue_name, connection=connection, serializer=JSONSerializer)
+    failed = FailedJobRegistry(queue_name, connection=connection, serializer=JSON)
     count = 0
     for job_id in failed.get_job_ids(cleanup=False):
         try:
@@ -127,7 +127,7 @@ def _list_workers(connection: Redis, instance_number: int) -> ResponseReturnValu
             "state": str(worker.get_state()),
             "current_job": _current_job(worker),
         }
-        for worker in Worker.all(connection=connection, serializer=JSONSerializer)
+        for worker in Worker.all(connection=connection, serializer=JSON)
     ]
     workers.sort(key=lambda w: (w["state"], w["queues"], w["name"]))
     return jsonify(workers=workers), {"Cache-Control": "no-store"}

@@ -11,12 +11,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from rq.serializers import JSONSerializer
-
 from service import tracing
 from service.catalog import Registry, load_catalog
 from service.connection import connect
 from service.logs import configure_logging
+from service.serializer import JSON
 from service.settings import load_settings
 from service.store.layout import WORKER_QUEUES
 from service.store.queues import SafeQueue
@@ -56,9 +55,9 @@ def build_worker(
     catalog = registry if registry is not None else load_catalog()
     job_class = cast(type[OffloadJob], type("OffloadJob", (OffloadJob,), {"registry": catalog}))
     return WORKER_KINDS[kind](
-        [SafeQueue(q, connection=connection, serializer=JSONSerializer) for q in queues],
+        [SafeQueue(q, connection=connection, serializer=JSON) for q in queues],
         connection=connection,
-        serializer=JSONSerializer,
+        serializer=JSON,
         queue_class=SafeQueue,
         job_class=job_class,
         name=name,

@@ -40,12 +40,12 @@ from multiprocessing.process import BaseProcess
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import worker_registration
-from rq.serializers import JSONSerializer
 from rq.worker_pool import ForkProcess, WorkerData, WorkerPool
 
 from service import tracing
 from service.catalog import Registry
 from service.connection import connect
+from service.serializer import JSON
 from service.settings import Settings
 from service.store.layout import WORKER_QUEUES, started_key, worker_key
 from service.store.queues import SafeQueue
@@ -74,7 +74,7 @@ class OffloadPool(WorkerPool):
             connection,
             num_workers=num_workers,
             worker_class=InProcessWorker,
-            serializer=JSONSerializer,
+            serializer=JSON,
             queue_class=SafeQueue,
         )
         self.settings = settings

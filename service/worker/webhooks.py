@@ -18,10 +18,10 @@ from typing import Any
 
 from redis import Redis
 from rq.job import Job, get_current_job
-from rq.serializers import JSONSerializer
 
 from service import tracing
 from service.catalog import Registry
+from service.serializer import JSON
 from service.settings import load_settings
 from service.store.layout import WEBHOOK_QUEUE
 from service.store.views import fetch_job, job_view, wait_for_end
@@ -143,6 +143,6 @@ def _post(request: urllib.request.Request) -> tuple[int | None, str | None]:
 
 def _save_callback(connection: Redis, job_id: str, callback: dict[str, Any]) -> None:
     """Write only the `callback` entry of the job's meta, reading the rest fresh."""
-    job = Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
+    job = Job.fetch(job_id, connection=connection, serializer=JSON)
     job.meta["callback"] = callback
     job.save_meta()

@@ -15,6 +15,7 @@ from rq.serializers import JSONSerializer
 from rq.suspension import resume, suspend
 
 from jobs.examples import word_count
+from service.serializer import JSON
 from service.worker.job import OffloadJob
 from service.worker.main import (
     build_worker,
@@ -58,7 +59,7 @@ def test_build_worker_listens_to_the_queues_in_priority_order(connection: Redis)
     assert isinstance(worker, ForkWorker)
     assert worker.queue_names() == ["high", "webhooks", "default", "low"]
     assert issubclass(worker.job_class, OffloadJob)
-    assert worker.serializer is JSONSerializer
+    assert worker.serializer is JSON  # RQ's JSONSerializer (service/serializer.py)
     assert build_worker(connection, ["low"], kind="simple").queue_names() == ["low"]
 
 

@@ -8,10 +8,10 @@ import anyio
 from fastapi import APIRouter, Query
 from redis import Redis
 from rq import Worker
-from rq.serializers import JSONSerializer
 from rq.worker import BaseWorker
 
 from service.schemas import JobPage, QueueView, WorkerView
+from service.serializer import JSON
 from service.store.counts import queue_views
 from service.store.layout import QUEUES, StatusName
 from service.store.listing import Cursor, InvalidCursorError, list_jobs
@@ -65,9 +65,7 @@ async def read_workers(connection: ConnectionDep) -> list[WorkerView]:
 def _workers(connection: Redis) -> list[WorkerView]:
     return [
         _worker_view(worker)
-        for worker in sorted(
-            Worker.all(connection=connection, serializer=JSONSerializer), key=lambda w: w.name
-        )
+        for worker in sorted(Worker.all(connection=connection, serializer=JSON), key=lambda w: w.name)
     ]
 
 
