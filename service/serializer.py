@@ -17,17 +17,17 @@ from typing import Any, cast
 from rq.serializers import JSONSerializer, Serializer
 
 
-def _exact(name: str, dumps: object, loads: object) -> Serializer:
+def _json() -> Serializer:
     # A Protocol cannot be instantiated by calling it; object.__new__ makes the plain object RQ's
     # check needs, and its own attributes shadow the Protocol's (empty) methods. RQ names a worker's
     # serializer by `__module__` and `__qualname__` (a spawned work horse imports it by that name):
-    # here, this module's attribute.
+    # here, this module's JSON.
     serializer: Any = object.__new__(cast(type, Serializer))
-    serializer.dumps = dumps
-    serializer.loads = loads
+    serializer.dumps = JSONSerializer.dumps
+    serializer.loads = JSONSerializer.loads
     serializer.__module__ = __name__
-    serializer.__qualname__ = name
+    serializer.__qualname__ = "JSON"
     return cast(Serializer, serializer)
 
 
-JSON: Serializer = _exact("JSON", JSONSerializer.dumps, JSONSerializer.loads)
+JSON: Serializer = _json()
