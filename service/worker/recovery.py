@@ -14,19 +14,17 @@ sweeps, about 11 minutes); 60 s more if another worker was killed while sweeping
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from rq.executions import Execution
-from rq.job import Job, JobStatus
+from rq.job import Job
 from rq.utils import as_text, parse_composite_key
 from rq.worker import BaseWorker, WorkerStatus
 
-from service.store.atomic import Command, Group, record, run_groups
+from service.store.atomic import record
+from service.store.claim import Claim, claim_runs
 from service.store.expiry import expire, expired, ttl_of
 from service.store.layout import (
-    applied_key,
-    events_channel,
     intermediate_key,
     job_key,
     started_key,
@@ -97,38 +95,17 @@ def claim(worker: BaseWorker, job: Job) -> Execution:
 
 
 def claim_many(worker: BaseWorker, jobs: Sequence[Job]) -> list[Execution | None]:
-    """Claim jobs `worker` took, in one round trip; for each its run, or None where the claim was
-    lost (nothing of it written): canceled or deleted since it was taken (a sweep of the intermediate
-    list then drops its id), or given back to its queue by a sweep."""
-    groups: list[Group] = []
-    executions: list[Execution] = []
-    for job in jobs:
-        commands, execution = record(worker.connection, partial(_claim_writes, worker, job))
-        # Still queued (not canceled or deleted since it was taken), and still on the intermediate
-        # list (not given back by a sweep): only then is it this worker's to run.
-        guards: list[tuple[Command, str | int]] = [
-            (("HGET", job.key, "status"), JobStatus.QUEUED.value),
-            (("LREM", intermediate_key(job.origin), 1, job.id), 1),
-        ]
-        groups.append(Group(commands, guards, mark=applied_key("claim", execution.id)))
-        executions.append(execution)
+    """Claim jobs `worker` took, in one round trip (service/store/claim.py); for each its run, or None
+    where the claim was lost (nothing of it written): canceled or deleted since it was taken (a sweep
+    of the intermediate list then drops its id), or given back to its queue by a sweep."""
+    claims = [Claim(job, worker.get_heartbeat_ttl(job)) for job in jobs]
     # The worker's own writes once, whatever became of each claim: a heartbeat as long as the
     # longest run's or RQ's plain one, whichever is longer, and busy (undone by the caller if no
     # claim held). A plain one spares the plain heartbeat RQ's loop sends right after the job.
-    ttl = max(worker.get_heartbeat_ttl(job) for job in jobs)
+    ttl = max(claim.ttl for claim in claims)
     longest = ttl if ttl > worker.worker_ttl + 60 else None  # None: RQ's plain length
     commands, _ = record(worker.connection, lambda pipe: _worker_writes(worker, longest, pipe))
-    ran = run_groups(worker.connection, [*groups, Group(commands)])
-    return [execution if held else None for execution, held in zip(executions, ran, strict=False)]
-
-
-def _claim_writes(worker: BaseWorker, job: Job, pipe: Pipeline) -> Execution:
-    """What a claim writes: RQ's run record and start of the job, offload's announcement."""
-    execution = Execution.create(job, worker.get_heartbeat_ttl(job), pipeline=pipe, worker_name=worker.name)
-    job.prepare_for_execution(worker.name, pipeline=pipe)
-    pipe.persist(job.key)
-    pipe.publish(events_channel(job.id), "started")  # for GET /jobs/{id}/events
-    return execution
+    return claim_runs(worker.connection, worker.name, claims, commands)
 
 
 def _worker_writes(worker: BaseWorker, ttl: int | None, pipe: Pipeline) -> None:
