@@ -10,6 +10,7 @@ import redis
 import redis.asyncio
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.commands.core import Script
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -46,6 +47,19 @@ def connect(settings: Settings, *, patient: bool = False) -> redis.Redis:
     else:
         retry = Retry(NoBackoff(), 1)
     return redis.Redis.from_url(settings.redis_url, retry=retry, **_options(settings))
+
+
+_scripts: dict[str, Script] = {}
+
+
+def script(connection: redis.Redis, source: str) -> Script:
+    """A Lua script sent by its SHA (EVALSHA: redis-py loads it where a server lacks it), made once per
+    source: what EVAL would send as text each call, and Redis hash, only once. Call it with
+    `client=connection`."""
+    found = _scripts.get(source)
+    if found is None:
+        found = _scripts[source] = connection.register_script(source)
+    return found
 
 
 def connect_async(settings: Settings) -> redis.asyncio.Redis:

@@ -25,6 +25,7 @@ from rq.executions import Execution, ExecutionRegistry
 from rq.job import Job, JobStatus
 from rq.utils import current_timestamp, now, utcformat
 
+from service.connection import script
 from service.store.atomic import Command
 from service.store.layout import (
     APPLIED_SECONDS,
@@ -129,7 +130,7 @@ def claim_runs(
     for command in trailing:
         argv.append(len(command))
         argv.extend(command)
-    ran = _script(connection)(keys=[], args=argv, client=connection)
+    ran = script(connection, _CLAIM)(keys=[], args=argv, client=connection)
     claimed: list[Execution | None] = []
     for claim, execution, held in zip(claims, executions, ran, strict=True):
         if not held:
@@ -164,15 +165,3 @@ def _job_arguments(claim: Claim, execution: Execution, stamp: int) -> list[Any]:
         events_channel(job.id),
         applied_key("claim", execution.id),
     ]
-
-
-_scripts: dict[int, Any] = {}
-
-
-def _script(connection: Redis) -> Any:
-    """The registered script (EVALSHA), made once per connection pool."""
-    key = id(connection.connection_pool)
-    script = _scripts.get(key)
-    if script is None:
-        script = _scripts[key] = connection.register_script(_CLAIM)
-    return script

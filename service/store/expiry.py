@@ -21,6 +21,7 @@ from rq.rate_limit import RateLimitRegistry
 from rq.registry import CanceledJobRegistry
 from rq.utils import as_text
 
+from service.connection import script
 from service.serializer import JSON
 from service.store.layout import COUNTERS_KEY, counter_field, events_channel, queue_key
 
@@ -82,7 +83,7 @@ def expire(connection: Redis, job: Job, name: str, where: str | None = None) -> 
         counter_field(name, EXPIRED),
         events_channel(job.id),
     ]
-    if not connection.eval(_EXPIRE, len(keys), *keys, *args):
+    if not script(connection, _EXPIRE)(keys=keys, args=args, client=connection):
         return False
     job.refresh()
     if job.has_rate_limit:  # a capped job's slot, which a queued job holds: the next of its key's

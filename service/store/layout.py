@@ -19,7 +19,7 @@ from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE
 from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job
 from rq.rate_limit import RateLimitRegistry
-from rq.registry import DeferredJobRegistry, ScheduledJobRegistry, StartedJobRegistry
+from rq.registry import DeferredJobRegistry, FinishedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 from rq.worker import BaseWorker
 
 # --- queues --------------------------------------------------------------------------------------
@@ -97,6 +97,11 @@ def scheduled_key(queue: str) -> str:
 def started_key(queue: str) -> str:
     """The queue's runs in progress, `job id:run id` scored by when each lapses (RQ's started registry)."""
     return StartedJobRegistry.key_template.format(queue)
+
+
+def finished_key(queue: str) -> str:
+    """The queue's finished jobs, scored by when each one's result lapses (RQ's finished registry)."""
+    return FinishedJobRegistry.key_template.format(queue)
 
 
 def worker_key(name: str) -> str:

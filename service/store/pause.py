@@ -12,6 +12,7 @@ from __future__ import annotations
 from redis import Redis
 from rq.utils import as_text
 
+from service.connection import script
 from service.store.errors import UnknownQueueError
 from service.store.layout import PAUSED_KEY, WORKER_QUEUES, queue_key, wake_key
 from service.store.wake import MAX_TOKENS
@@ -37,7 +38,11 @@ def pause(connection: Redis, name: str) -> bool:
 def resume(connection: Redis, name: str) -> bool:
     """Resume the queue `name` and wake workers for its jobs; False if it was not paused."""
     _check(name)
-    return bool(connection.eval(_RESUME, 3, PAUSED_KEY, queue_key(name), wake_key(name), name))
+    return bool(
+        script(connection, _RESUME)(
+            keys=[PAUSED_KEY, queue_key(name), wake_key(name)], args=[name], client=connection
+        )
+    )
 
 
 def paused_queues(connection: Redis) -> frozenset[str]:

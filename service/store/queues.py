@@ -27,6 +27,7 @@ from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job, JobStatus
 from rq.utils import as_text, backend_class, now
 
+from service.connection import script
 from service.store.expiry import sweep
 from service.store.layout import HELD_DUE_KEY, JOB_KEY_PREFIX, PAUSED_KEY, RATE_FIELD, wake_key
 from service.store.rates import FUNCTIONS, MAX_HOLDS
@@ -192,7 +193,7 @@ class SafeQueue(WakingQueue):
         deadline = time.monotonic() + timeout if timeout is not None else None
         job_cls: type[Job] = backend_class(cls, "job_class", override=job_class)
         while True:
-            reply: Any = connection.eval(_TAKE, len(keys), *keys, *names, count)
+            reply: Any = script(connection, _TAKE)(keys=keys, args=[*names, count], client=connection)
             found, wait = reply[0], int(reply[1])
             jobs: list[tuple[Job, Any]] = []
             broken: list[tuple[Exception, WakingQueue, str]] = []
@@ -245,7 +246,7 @@ class SafeQueue(WakingQueue):
 def give_back(connection: Redis, queue: WakingQueue, job_id: str) -> bool:
     """Put a job taken but not claimed back at the front of its queue, unless claimed meanwhile."""
     keys = [queue.intermediate_queue_key, queue.key, wake_key(queue.name)]
-    return bool(connection.eval(_GIVE_BACK, 3, *keys, job_id))
+    return bool(script(connection, _GIVE_BACK)(keys=keys, args=[job_id], client=connection))
 
 
 def _take_keys(queues: Sequence[WakingQueue]) -> list[str]:

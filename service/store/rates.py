@@ -24,6 +24,7 @@ from __future__ import annotations
 from redis import Redis
 from rq.job import Job
 
+from service.connection import script
 from service.store.layout import (
     HELD_COUNTS_KEY,
     HELD_DUE_KEY,
@@ -168,4 +169,4 @@ return 1
 
 def unhold(connection: Redis, job: Job) -> bool:
     """Take a job its rate limit holds out of its bucket (before a cancel); False if it is not held."""
-    return bool(connection.eval(_UNHOLD, 1, job.key, job.id))
+    return bool(script(connection, _UNHOLD)(keys=[job.key], args=[job.id], client=connection))

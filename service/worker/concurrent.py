@@ -42,7 +42,8 @@ from rq.job import Job
 from rq.utils import now
 from rq.worker import BaseWorker, WorkerStatus
 
-from service.store.atomic import Group, GroupCommit
+from service.store.atomic import GroupCommit
+from service.store.end import End, end_runs
 from service.worker.job import registered_job
 from service.worker.recovery import CLAIM_LOST, ClaimLostError, claim_many, expire_stale, heartbeat_ttl
 from service.worker.runs import (
@@ -98,7 +99,7 @@ class ConcurrentWorker(OffloadWorker, _Dispatch):
         self._grace_ends = math.inf  # monotonic, once a warm shutdown started
         self._taken: list[tuple[Job, Queue]] = []  # taken with the job RQ's loop got, for _dispatch
         self._stops: dict[str, float] = {}  # job id: when a stop came for it before its run existed
-        self._commits = GroupCommit(self.connection)
+        self._commits: GroupCommit[End] = GroupCommit(lambda ends: end_runs(self.connection, ends))
 
     # -- the work loop (main thread) -------------------------------------------------------
 
@@ -175,9 +176,9 @@ class ConcurrentWorker(OffloadWorker, _Dispatch):
             raise ClaimLostError(job.id)  # OffloadWorker.execute_job says so
         self.set_state(WorkerStatus.BUSY)  # a run that just ended may have marked the worker idle
 
-    def commit(self, group: Group) -> bool:
+    def commit(self, end: End) -> bool:
         """A run's end shares its round trip with the ends of the other runs finishing meanwhile."""
-        return self._commits.run(group)
+        return self._commits.run(end)
 
     def _start_threads(self) -> None:
         if self._monitor is None:

@@ -29,7 +29,7 @@ from rq.job import Job
 from rq.utils import now
 from rq.worker import BaseWorker, WorkerStatus
 
-from service.store.atomic import Group, run_groups
+from service.store.end import End, end_runs
 from service.store.enqueue import count_event
 from service.store.layout import events_channel
 from service.store.wake import wake
@@ -119,19 +119,21 @@ class OffloadWorker(BaseWorker):
     def handle_job_success(
         self, job: Job, queue: Queue, started_job_registry: Any, execution: Execution | None
     ) -> None:
-        self._saving.job = job
-        try:
-            group = fast_end(self, job, execution)  # RQ's writes in one round trip (finish.py)
-            if group is None or not self.commit(group):
+        end = fast_end(self, job, execution)  # RQ's writes in one round trip (finish.py)
+        if end is not None and self.commit(end):
+            self.executions.pop(execution.id, None)  # type: ignore[union-attr]  # fast_end saw one
+        else:
+            self._saving.job = job
+            try:
                 super().handle_job_success(job, queue, started_job_registry, execution)  # type: ignore[arg-type]
-        finally:
-            self._saving.job = None
+            finally:
+                self._saving.job = None
         self._wake_for_slot(job)
         report_end(self, job, "finished", counted=True)
 
-    def commit(self, group: Group) -> bool:
-        """Run one guarded group of writes (service/store/atomic.py); whether its guard held."""
-        return run_groups(self.connection, [group])[0]
+    def commit(self, end: End) -> bool:
+        """Write one run's end (service/store/end.py); whether it was written (no dependents)."""
+        return end_runs(self.connection, [end])[0]
 
     def increment_successful_job_count(self, pipeline: Pipeline | None = None) -> None:
         # RQ calls this inside the transaction that saves the result: the count and the announcement

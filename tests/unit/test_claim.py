@@ -19,6 +19,7 @@ from rq import Queue
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 
+from service.connection import script
 from service.serializer import JSON
 from service.store import claim as claim_module
 from service.store.claim import Claim, claim_runs
@@ -136,16 +137,16 @@ def test_a_call_sent_again_after_it_was_applied_reports_the_claim_held(
     # finds nothing, but the mark says the claim is this worker's; nothing is written twice.
     connection = servers()
     job = _taken(connection)
-    script = claim_module._script(connection)
+    registered = script(connection, claim_module._CLAIM)
     calls: list[tuple[Any, ...]] = []
-    real_call = type(script).__call__
+    real_call = type(registered).__call__
 
     def twice(self: Any, keys: Any = None, args: Any = None, client: Any = None) -> Any:
         calls.append(tuple(args))
         real_call(self, keys=keys, args=args, client=client)
         return real_call(self, keys=keys, args=args, client=client)
 
-    monkeypatch.setattr(type(script), "__call__", twice)
+    monkeypatch.setattr(type(registered), "__call__", twice)
     [execution] = claim_runs(connection, WORKER, [Claim(job, 20)])
     assert execution is not None
     assert len(calls) == 1

@@ -15,14 +15,19 @@ import fakeredis
 import pytest
 from redis import Redis
 from rq import Queue
+from rq.executions import Execution
 from rq.job import Dependency, Job, JobStatus
 from rq.serializers import JSONSerializer
+from rq.utils import now
+from rq.worker import BaseWorker
 
 from service.catalog import Registry
-from service.store.atomic import Group, run_groups
-from service.store.layout import APPLIED_PREFIX, APPLIED_SECONDS
+from service.store.claim import Claim, claim_runs
+from service.store.end import End, end_runs, success_end
+from service.store.layout import APPLIED_PREFIX, APPLIED_SECONDS, counter_field
 from service.worker import worker as worker_module
 from service.worker.main import build_worker
+from service.worker.report import job_name
 from tests.unit.snapshots import assert_same, snapshot
 
 JOB_ID = "5f0c2b1e-9f7a-4c39-8d0e-2b8f0f7e6a11"
@@ -51,8 +56,8 @@ def run_once(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., tuple[Re
         ends: list[bool] = []
         commit = worker.commit
 
-        def spy(group: Group) -> bool:
-            ends.append(commit(group))
+        def spy(end: End) -> bool:
+            ends.append(commit(end))
             return ends[-1]
 
         monkeypatch.setattr(worker, "commit", spy)
@@ -116,28 +121,67 @@ def test_a_job_with_dependents_falls_back_to_rqs_own_which_enqueues_them(
     assert_same(snapshot(fast), snapshot(rq))
 
 
-def test_the_guard_and_the_writes_are_one_step(connection: Redis) -> None:
-    # A dependent that appears between the job's run and its end is seen by the guard: the group
-    # writes nothing, so RQ's own end (with its WATCH) handles it.
-    connection.sadd(f"rq:job:{JOB_ID}:dependents", DEPENDENT_ID)
-    commands = [("HSET", f"rq:job:{JOB_ID}", "status", "finished")]
-    held = run_groups(connection, [Group(commands, [(("EXISTS", f"rq:job:{JOB_ID}:dependents"), 0)])])
-    assert held == [False]
-    assert not connection.exists(f"rq:job:{JOB_ID}")
-
-
-def test_a_group_sent_again_after_it_was_applied_is_reported_applied_not_run_twice(connection: Redis) -> None:
-    # The reply of the first call was lost (Redis restarting) and redis-py sends the script again:
-    # the claim's LREM would now fail its guard, and an end would count its run twice.
-    key = f"rq:job:{JOB_ID}"
-    connection.rpush("rq:queue:default:intermediate", JOB_ID)
-    group = Group(
-        [("HINCRBY", key, "runs", 1)],
-        [(("LREM", "rq:queue:default:intermediate", 1, JOB_ID), 1)],
-        mark=f"{APPLIED_PREFIX}claim:run-1",
+def _claimed(connection: Redis) -> tuple[Job, Execution]:
+    """The job of JOB_ID enqueued, taken and claimed by WORKER, run to its return (not yet ended)."""
+    Queue("default", connection=connection, serializer=JSONSerializer).enqueue_call(
+        double.path, kwargs={"n": 21}, job_id=JOB_ID
     )
-    assert run_groups(connection, [group]) == [True]
-    assert run_groups(connection, [group]) == [True]  # the same call again
-    assert connection.hget(key, "runs") == b"1"
-    other = Group(group.commands, group.guards, mark=f"{APPLIED_PREFIX}claim:run-2")
-    assert run_groups(connection, [other]) == [False]  # another run's claim: its guard decides
+    connection.lmove("rq:queue:default", "rq:queue:default:intermediate", "LEFT", "RIGHT")
+    job = Job.fetch(JOB_ID, connection=connection, serializer=JSONSerializer)
+    [execution] = claim_runs(connection, WORKER, [Claim(job, 20)])
+    assert execution is not None
+    job.ended_at = now()
+    job._result = 42
+    return job, execution
+
+
+def _end(job: Job, execution: Execution) -> End:
+    assert job.started_at is not None
+    assert job.ended_at is not None
+    return success_end(job, execution, WORKER, "double:finished", 500, job.ended_at - job.started_at)
+
+
+@pytest.mark.parametrize("result_ttl", [500, -1], ids=["kept 500 s", "kept forever"])
+def test_the_script_alone_writes_what_rqs_own_end_writes(result_ttl: int) -> None:
+    # Straight after the end, before a worker's teardown tidies its own keys: the run's entries in
+    # the worker's index and the registries, the worker's counts.
+    servers = [fakeredis.FakeRedis(server=fakeredis.FakeServer()) for _ in range(2)]
+    scripted, rq = servers
+    job, execution = _claimed(scripted)
+    assert job.started_at is not None
+    assert job.ended_at is not None
+    counter = counter_field(job_name(job), "finished")  # as fast_end names it
+    end = success_end(job, execution, WORKER, counter, result_ttl, job.ended_at - job.started_at)
+    assert end_runs(scripted, [end]) == [True]
+    rq_job, rq_execution = _claimed(rq)
+    worker = build_worker(rq, kind="simple", name=WORKER, registry=registry)
+    worker.default_result_ttl = result_ttl
+    worker._saving.job = rq_job  # offload's announcement and count ride in RQ's transaction
+    queue = Queue("default", connection=rq, serializer=JSONSerializer)
+    BaseWorker.handle_job_success(worker, rq_job, queue, queue.started_job_registry, rq_execution)
+    assert_same(snapshot(scripted), snapshot(rq))
+    for connection in servers:
+        assert connection.hexists(f"rq:worker:{WORKER}", "total_working_time")
+        connection.close()
+
+
+def test_the_guard_and_the_writes_are_one_step(connection: Redis) -> None:
+    # A dependent that appears between the job's run and its end is seen by the guard: the end
+    # writes nothing, so RQ's own end (with its WATCH) handles it.
+    job, execution = _claimed(connection)
+    connection.sadd(f"rq:job:{JOB_ID}:dependents", DEPENDENT_ID)
+    before = snapshot(connection)
+    assert end_runs(connection, [_end(job, execution)]) == [False]
+    assert snapshot(connection) == before
+
+
+def test_an_end_sent_again_after_it_was_applied_is_reported_applied_not_run_twice(connection: Redis) -> None:
+    # The reply of the first call was lost (Redis restarting) and redis-py sends the script again:
+    # the run would be counted twice.
+    job, execution = _claimed(connection)
+    end = _end(job, execution)
+    assert end_runs(connection, [end]) == [True]
+    assert end_runs(connection, [end]) == [True]  # the same call again
+    assert connection.hget(f"rq:worker:{WORKER}", "successful_job_count") == b"1"
+    assert connection.hget("offload:counters", "double:finished") == b"1"
+    assert connection.xlen(f"rq:results:{JOB_ID}") == 1
