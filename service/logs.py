@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from contextvars import ContextVar
 from typing import IO, Any, Literal
@@ -53,10 +54,13 @@ class TextFormatter(logging.Formatter):
         return f"{line} {pairs}" if pairs else line
 
 
+# What makes a value not read back as one token: it is then quoted.
+_NEEDS_QUOTES = re.compile(r'[\s"=]')
+
+
 def _text_value(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
-    # Quoted when it would not read back as one token.
-    if text == "" or any(c.isspace() or c in '"=' for c in text):
+    if text == "" or _NEEDS_QUOTES.search(text):
         return json.dumps(text)
     return text
 
@@ -103,6 +107,10 @@ def configure_logging(log_format: LogFormat, level: str, stream: IO[str] | None 
         previous.close()
     root.addHandler(handler)
     root.setLevel(level)
+    # Neither format shows where a line was logged from, nor its thread or process: not collected
+    # for each record (the logging HOWTO's "Optimization"), which a worker logs two of per job.
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     # uvicorn's default config gives its "uvicorn" logger (startup, errors) handlers of its own
     # and stops it propagating: hand its lines to ours, in the same format. "uvicorn.access" is
     # left as it is: the Procfile turns it off (`--no-access-log`), offload logs each request.

@@ -57,8 +57,6 @@ RQ_JOB_LINES = frozenset(
         "Worker %s: %s: %s (%s)",  # Job OK
         "Successfully completed job %s in %ss on worker %s",
         "Successfully completed %s job in %ss on worker %s",
-        "Worker %s: job %s result is kept for %s seconds",
-        "Worker %s: job %s result discarded immediately",
     }
 )
 

@@ -63,6 +63,7 @@ class OffloadWorker(BaseWorker):
     `GET /jobs/{id}/events` streams wake instead of polling.
     """
 
+    log_result_lifespan = False  # RQ's line per job on how long its result is kept: `job ended` is the line
     _plain_heartbeat_at = -math.inf  # when the last heartbeat was sent, if it was a plain one
     _suspension_checked_at = -math.inf  # when `rq suspend` was last looked for (monotonic)
     max_memory_mb: float | None = None  # WORKER_MAX_MEMORY_MB, for a pool's children (pool.py)
