@@ -5,6 +5,8 @@ claim of service/store/queues.py and recovery.py, as every kind does) and hands 
 thread. Sync jobs run in that thread; an `async def` job's coroutine runs on one event loop that all
 the worker's async jobs share, its slot thread only waiting for it. Each run is its own RQ
 execution, so `GET /workers`, the started registry and recovery see every job that is running.
+While jobs wait in its queues, the main thread lets half the slots come free (GATHER_SECONDS at
+most) before it takes again, so takes, claims and ends go in batches rather than a job at a time.
 
 A monitor thread refreshes the heartbeats of every run and ends a run at its timeout. Ending a run
 early (its timeout, a stop asked for by a user, a shutdown) cancels an async job's coroutine; a sync
@@ -61,6 +63,9 @@ MONITOR_SECONDS = 0.2  # how often timeouts are checked (heartbeats go every JOB
 INTERRUPT_WAIT = 3.0  # how long an interrupted run's thread has to record its requeue itself
 STOP_MEMORY = 60.0  # how long a stop for a job not running here (yet) is remembered
 CLOSE_WAIT = 2.0  # how long a closing worker waits for each of its threads
+# With jobs waiting, how long the next take may wait for half the slots to come free: a slot's
+# longest idle spell between two runs, under a backlog only.
+GATHER_SECONDS = 0.01
 
 
 class _Dispatch(BaseWorker):
@@ -99,6 +104,7 @@ class ConcurrentWorker(OffloadWorker, _Dispatch):
         self._grace_ends = math.inf  # monotonic, once a warm shutdown started
         self._taken: list[tuple[Job, Queue]] = []  # taken with the job RQ's loop got, for _dispatch
         self._stops: dict[str, float] = {}  # job id: when a stop came for it before its run existed
+        self._backlog = False  # the last take got all it asked for
         self._commits: GroupCommit[End] = GroupCommit(lambda ends: end_runs(self.connection, ends))
 
     # -- the work loop (main thread) -------------------------------------------------------
@@ -111,6 +117,8 @@ class ConcurrentWorker(OffloadWorker, _Dispatch):
                     if self._stop_requested:
                         raise StopRequested()
                     self._changed.wait(1)
+                if self._backlog:
+                    self._gather()
             if self._stop_requested:
                 raise StopRequested()
             taken = self._take_free_slots()
@@ -120,11 +128,24 @@ class ConcurrentWorker(OffloadWorker, _Dispatch):
         finally:
             self._waiting = False
 
+    def _gather(self) -> None:
+        """With jobs waiting, let half the slots come free (GATHER_SECONDS at most) before the next
+        take, rather than take for each slot as it frees: the take, the claim and the runs' ends then
+        go a batch per round trip, not a job or two. Called holding `_changed`."""
+        deadline = time.monotonic() + GATHER_SECONDS
+        half = (self.concurrency + 1) // 2
+        while self._runs and self.concurrency - len(self._runs) < half and not self._stop_requested:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._changed.wait(left)
+
     def _take_free_slots(self) -> tuple[Job, Queue] | None:
         """As many jobs as there are free slots, in one round trip (none waiting: None, and RQ's
         dequeue waits for one). The first is returned to RQ's loop; the others go with it to
         `_dispatch`, in the same step, so none of them waits taken but unrun."""
         free = self.concurrency - len(self._runs)
+        self._backlog = False  # until a take says otherwise
         if free < 2:
             return None
         taken = self.queue_class.take(  # type: ignore[attr-defined]  # SafeQueue's (build_worker)
@@ -136,6 +157,7 @@ class ConcurrentWorker(OffloadWorker, _Dispatch):
             serializer=self.serializer,
             death_penalty_class=self.death_penalty_class,
         )
+        self._backlog = len(taken) == free  # as many as asked for: likely more waiting
         if not taken:
             return None
         first: tuple[Job, Queue] = taken[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 from collections.abc import Callable, Iterator
 
 import fakeredis
@@ -29,8 +30,16 @@ def settings() -> Settings:
 
 @pytest.fixture
 def fake_server() -> fakeredis.FakeServer:
-    """The one fake Redis server behind a test's clients, sync and asyncio."""
-    return fakeredis.FakeServer()
+    """The one fake Redis server behind a test's clients, sync and asyncio.
+
+    Its lock is reentrant: tests that SIGTERM their own process have the worker's signal handler
+    (which writes the shutdown to Redis, as RQ's does) run in the main thread wherever it is, even
+    inside a command fakeredis is executing under its lock (a take script's); with fakeredis's
+    plain lock that hangs the test. A real Redis serves the handler on another connection.
+    """
+    server = fakeredis.FakeServer()
+    server.lock = threading.RLock()  # type: ignore[assignment]  # before any database is made with it
+    return server
 
 
 @pytest.fixture

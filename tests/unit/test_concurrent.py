@@ -21,6 +21,7 @@ from rq.serializers import JSONSerializer
 
 from service.catalog import RegisteredJob, Registry, report_progress
 from service.store.layout import queue_key
+from service.store.queues import SafeQueue
 from service.store.views import job_view
 from service.web.routes.listing import _workers
 from service.worker import concurrent
@@ -161,6 +162,49 @@ def test_no_more_jobs_run_at_once_than_the_concurrency(
     make_worker(concurrency=3).work(burst=True, with_scheduler=False)
     assert most[0] == 3
     assert connection.llen(queue_key("default")) == 0
+
+
+def test_with_jobs_waiting_a_take_waits_for_half_the_slots_not_one(
+    registry: Registry,
+    connection: Redis,
+    make_worker: Callable[..., ConcurrentWorker],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Runs that end one by one, 50 ms apart: a take for each slot as it frees would ask for one job.
+    monkeypatch.setattr(concurrent, "GATHER_SECONDS", WAIT)
+
+    @registry.job()
+    def lasting(seconds: float) -> None:
+        time.sleep(seconds)
+
+    for n in range(12):
+        lasting.enqueue(connection, seconds=0.05 * (n % 4 + 1))
+    asked: list[tuple[int, int]] = []  # (jobs asked for, jobs still queued) at each take
+    take = SafeQueue.take.__func__  # type: ignore[attr-defined]
+
+    def spy(cls: type[SafeQueue], queues: Any, count: int, *args: Any, **kwargs: Any) -> Any:
+        asked.append((count, connection.llen(queue_key("default"))))
+        return take(cls, queues, count, *args, **kwargs)
+
+    monkeypatch.setattr(SafeQueue, "take", classmethod(spy))
+    make_worker(concurrency=4).work(burst=True, with_scheduler=False)
+    assert connection.llen(queue_key("default")) == 0
+    assert asked[0] == (4, 12)
+    assert all(count >= 2 for count, queued in asked if queued > 0), asked
+
+
+def test_the_wait_for_half_the_slots_is_bounded(
+    make_worker: Callable[..., ConcurrentWorker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Three of four slots busy with long runs: the next take goes after GATHER_SECONDS regardless.
+    monkeypatch.setattr(concurrent, "GATHER_SECONDS", 0.2)
+    worker = make_worker(concurrency=4)
+    worker._runs = {str(n): Any for n in range(3)}  # type: ignore[misc]
+    started = time.monotonic()
+    with worker._changed:
+        worker._gather()
+    assert 0.2 <= time.monotonic() - started < WAIT
+    worker._runs = {}
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])

@@ -53,6 +53,7 @@ OVERRIDDEN = {
     "rq.worker.base.BaseWorker.handle_execution_ended": "(self, job: 'Job', queue: 'Queue', heartbeat_ttl: 'int')",
     "rq.worker.base.BaseWorker.handle_job_failure": "(self, job: 'Job', queue: 'Queue', started_job_registry=None, exc_string='', execution: 'Execution | None' = None)",
     "rq.worker.base.BaseWorker.handle_job_retry": "(self, job: 'Job', queue: 'Queue', retry: 'Retry', started_job_registry: 'StartedJobRegistry', execution: 'Execution')",
+    "rq.worker.base.BaseWorker.log_result_lifespan": "attribute: bool",
     "rq.worker.base.BaseWorker.handle_job_success": "(self, job: 'Job', queue: 'Queue', started_job_registry: 'StartedJobRegistry', execution: 'Execution')",
     "rq.worker.base.BaseWorker.handle_payload": "(self, message)",
     "rq.worker.base.BaseWorker.handle_warm_shutdown_request": "(self)",
@@ -94,6 +95,8 @@ PRIVATE_JOB_ATTRIBUTES = (
 
 
 def _signature(member: Any) -> str:
+    if not callable(member) and not isinstance(member, (property, classmethod, staticmethod)):
+        return f"attribute: {type(member).__name__}"  # a setting offload's class gives its own value
     function: Any = member.fget if isinstance(member, property) else getattr(member, "__func__", member)
     return str(inspect.signature(function))
 
