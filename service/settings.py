@@ -105,7 +105,9 @@ class Settings(BaseSettings):
     worker_processes: Annotated[int, Field(ge=1, le=256)] | None = Field(
         None,
         description="Unset: one worker process of `--kind`. N: a pool of N child processes, each running "
-        "many jobs in-process, restarted when they die or reach a limit below (service/worker/pool.py)",
+        "many jobs in-process (one at a time; with WORKER_CONCURRENCY or WORKER_KIND=concurrent set, or "
+        "--concurrency, that many at once each), restarted when they die or reach a limit below "
+        "(service/worker/pool.py)",
     )
     worker_max_jobs_per_child: Annotated[int, Field(ge=1)] | None = Field(
         None, description="A pool's child is replaced by a fresh one after this many jobs; unset: never"

@@ -40,6 +40,10 @@ WORKERS = (
     # As Celery and Dramatiq threads: (b) with plain (sync) jobs, one thread each.
     WorkerSetting("offload concurrent 16, sync jobs", ("--kind", "concurrent", "--concurrency", "16"),
                   slots=16),
+    # As Dramatiq's processes and threads: the pool's children, each a concurrent worker.
+    WorkerSetting("offload pool 2, concurrent 16 each",
+                  ("--kind", "concurrent", "--processes", "2", "--concurrency", "16"),
+                  slots=32, note="a parent and two child processes"),
 )  # fmt: skip
 
 

@@ -83,6 +83,9 @@ class ConcurrentWorker(OffloadWorker, _Dispatch):
 
     concurrency: int = DEFAULT_CONCURRENCY  # WORKER_CONCURRENCY, --concurrency (main)
     grace_seconds: float = DEFAULT_GRACE_SECONDS
+    # Runs to start before stopping, as RQ's `max_jobs` (a pool's --max-jobs-per-child): RQ's own
+    # counts its loop's turns, and one turn here starts a batch.
+    max_runs: int | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -105,6 +108,7 @@ class ConcurrentWorker(OffloadWorker, _Dispatch):
         self._taken: list[tuple[Job, Queue]] = []  # taken with the job RQ's loop got, for _dispatch
         self._stops: dict[str, float] = {}  # job id: when a stop came for it before its run existed
         self._backlog = False  # the last take got all it asked for
+        self._runs_started = 0
         self._commits: GroupCommit[End] = GroupCommit(lambda ends: end_runs(self.connection, ends))
 
     # -- the work loop (main thread) -------------------------------------------------------
@@ -145,6 +149,8 @@ class ConcurrentWorker(OffloadWorker, _Dispatch):
         dequeue waits for one). The first is returned to RQ's loop; the others go with it to
         `_dispatch`, in the same step, so none of them waits taken but unrun."""
         free = self.concurrency - len(self._runs)
+        if self.max_runs is not None:
+            free = min(free, self.max_runs - self._runs_started)
         self._backlog = False  # until a take says otherwise
         if free < 2:
             return None
@@ -184,6 +190,7 @@ class ConcurrentWorker(OffloadWorker, _Dispatch):
                     self.log.warning(CLAIM_LOST, each.id)
                 continue
             self.executions[execution.id] = execution
+            self._runs_started += 1
             registered = registered_job(each)
             is_async = registered is not None and registered.is_async
             run = Run(each, where, execution, before, is_async=is_async)
@@ -194,6 +201,9 @@ class ConcurrentWorker(OffloadWorker, _Dispatch):
                 run.interrupt(STOPPED)
             self._start_threads()
             self._tasks.put(run)
+        if self.max_runs is not None and self._runs_started >= self.max_runs:
+            self.log.info("worker %s: %d jobs started, stopping once they end", self.name, self._runs_started)
+            self._stop_requested = True  # RQ's loop stops before its next take; teardown lets them end
         if executions[0] is None:
             raise ClaimLostError(job.id)  # OffloadWorker.execute_job says so
         self.set_state(WorkerStatus.BUSY)  # a run that just ended may have marked the worker idle

@@ -16,7 +16,7 @@ from service.catalog import Registry, load_catalog
 from service.connection import connect
 from service.logs import configure_logging
 from service.serializer import JSON
-from service.settings import load_settings
+from service.settings import Settings, load_settings
 from service.store.layout import WORKER_QUEUES
 from service.store.queues import SafeQueue
 from service.worker.concurrent import DEFAULT_CONCURRENCY, ConcurrentWorker
@@ -86,15 +86,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--concurrency",
         type=int,
         metavar="N",
-        help="up to N jobs at once in this process (--kind concurrent; default: WORKER_CONCURRENCY, "
-        f"else {DEFAULT_CONCURRENCY})",
+        help="up to N jobs at once in this process, or in each child of a pool (--kind concurrent; "
+        f"default: WORKER_CONCURRENCY, else {DEFAULT_CONCURRENCY})",
     )
     parser.add_argument(
         "--processes",
         type=int,
         metavar="N",
-        help="a pool of N child processes, each running many jobs in-process, replaced when they die or "
-        "reach a limit (default: WORKER_PROCESSES, else no pool: one process of --kind)",
+        help="a pool of N child processes, each running many jobs in-process (one at a time, or up to "
+        "--concurrency at once), replaced when they die or reach a limit (default: WORKER_PROCESSES, "
+        "else no pool: one process of --kind)",
     )
     parser.add_argument(
         "--max-jobs-per-child", type=int, metavar="N", help="default: WORKER_MAX_JOBS_PER_CHILD"
@@ -138,6 +139,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             args.queues,
             max_jobs_per_child=_first(args.max_jobs_per_child, settings.worker_max_jobs_per_child),
             max_memory_mb=_first(args.max_memory_per_child, settings.worker_max_memory_mb),
+            concurrency=_child_concurrency(args, settings),
+            grace_seconds=settings.worker_grace_seconds,
         )
         pool.start(burst=args.burst, logging_level=level)
         return
@@ -169,8 +172,11 @@ def _pool_error(args: argparse.Namespace, processes: int | None) -> str | None:
         return None
     if processes < 1:
         return "--processes needs at least 1"
-    if args.kind not in (None, "simple"):
-        return f"a pool's children run their jobs in-process (--kind simple); --kind {args.kind} has no pool"
+    if args.kind not in (None, "simple", "concurrent"):
+        return (
+            f"a pool's children run their jobs in-process (--kind simple, or concurrent); --kind {args.kind} "
+            "has no pool"
+        )
     if args.name:
         return "a pool names each child itself; --name is for one worker process"
     for value in (args.max_jobs_per_child, args.max_memory_per_child):
@@ -187,13 +193,25 @@ def _concurrency_error(
         return None
     if concurrency < 1:
         return "--concurrency needs at least 1"
-    if processes is not None and concurrency > 1:
-        return "a pool's children run one job at a time; use --processes or --concurrency, not both"
     if concurrency > 1 and args.kind not in (None, "concurrent"):
         return (
             f"--kind {args.kind} runs one job at a time; --concurrency {concurrency} needs --kind concurrent"
         )
     return None
+
+
+def _child_concurrency(args: argparse.Namespace, settings: Settings) -> int:
+    """A pool child's slots: 1 (a simple child) unless more were asked for, with --concurrency, --kind
+    concurrent, or WORKER_CONCURRENCY or WORKER_KIND=concurrent set in the environment."""
+    if args.concurrency is not None:
+        return int(args.concurrency)
+    given = settings.model_fields_set
+    asked = (
+        args.kind == "concurrent"
+        or "worker_concurrency" in given
+        or ("worker_kind" in given and settings.worker_kind == "concurrent")
+    )
+    return settings.worker_concurrency if asked else 1
 
 
 T = TypeVar("T")

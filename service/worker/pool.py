@@ -49,8 +49,10 @@ from service.serializer import JSON
 from service.settings import Settings
 from service.store.layout import WORKER_QUEUES, started_key, worker_key
 from service.store.queues import SafeQueue
+from service.worker.concurrent import ConcurrentWorker
 from service.worker.main import build_worker
 from service.worker.recovery import lapse_runs
+from service.worker.shutdown import DEFAULT_GRACE_SECONDS
 from service.worker.worker import InProcessWorker
 
 log = logging.getLogger("offload.pool")
@@ -68,6 +70,8 @@ class OffloadPool(WorkerPool):
         queues: Sequence[str] = WORKER_QUEUES,
         max_jobs_per_child: int | None = None,
         max_memory_mb: float | None = None,
+        concurrency: int = 1,
+        grace_seconds: float = DEFAULT_GRACE_SECONDS,
     ) -> None:
         super().__init__(
             list(queues),
@@ -81,6 +85,8 @@ class OffloadPool(WorkerPool):
         self.registry = registry
         self.max_jobs_per_child = max_jobs_per_child
         self.max_memory_mb = max_memory_mb
+        self.concurrency = concurrency  # 1: simple children; more: concurrent ones, this many slots each
+        self.grace_seconds = grace_seconds  # a concurrent child's, for its running jobs on SIGTERM
         # Sweeps the registries from the pool when a child died mid-job: a worker object that never
         # works, so the sweep is any worker's (RQ's maintenance lock, offload's intermediate lists).
         self._sweeper = build_worker(connection, queues, "simple", registry=registry)
@@ -99,6 +105,8 @@ class OffloadPool(WorkerPool):
                 "max_jobs": self.max_jobs_per_child,
                 "max_memory_mb": self.max_memory_mb,
                 "pool_pid": os.getpid(),
+                "concurrency": self.concurrency,
+                "grace_seconds": self.grace_seconds,
             },
             name=f"offload pool {self.name} child {name}",
         )
@@ -165,15 +173,23 @@ def run_child(
     max_jobs: int | None = None,
     max_memory_mb: float | None = None,
     pool_pid: int = 0,
+    concurrency: int = 1,
+    grace_seconds: float = DEFAULT_GRACE_SECONDS,
 ) -> None:
-    """A pool's child: offload's in-process worker, on a Redis connection of its own."""
+    """A pool's child: offload's in-process worker (`concurrency` above 1: a concurrent one with that
+    many slots), on a Redis connection of its own."""
     # The pool's handlers came with the fork; until the worker installs its own, a signal just ends
     # this child, which has taken no job yet.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     _stop_with_parent(pool_pid)
-    worker = build_worker(connect(settings, patient=True), queues, "simple", name, registry)
+    kind = "concurrent" if concurrency > 1 else "simple"
+    worker = build_worker(connect(settings, patient=True), queues, kind, name, registry)
     worker.max_memory_mb = max_memory_mb
+    if isinstance(worker, ConcurrentWorker):
+        worker.concurrency = concurrency
+        worker.grace_seconds = grace_seconds
+        worker.max_runs, max_jobs = max_jobs, None  # RQ's count is of its loop's turns, not of runs
     try:
         worker.work(burst=burst, with_scheduler=True, logging_level=logging_level, max_jobs=max_jobs)
     finally:

@@ -127,3 +127,24 @@ def test_sigterm_to_the_pool_lets_running_jobs_finish_and_loses_none(
     print(f"pool stopped {stopped_after:.1f} s after SIGTERM")
     assert [view(stack, job_id)["status"] for job_id in running] == ["finished"] * CHILDREN, pool.tail()
     assert [view(stack, job_id)["status"] for job_id in waiting] == ["queued"] * len(waiting)
+
+
+def test_concurrent_children_run_their_slots_at_once_and_a_killed_ones_jobs_run_again(
+    start_redis: StartRedis, start_stack: StartStack, tmp_path: Path
+) -> None:
+    # WORKER_CONCURRENCY set: each child is a concurrent worker, three jobs at once.
+    stack = pool_stack(start_redis, start_stack, tmp_path, WORKER_CONCURRENCY="3")
+    job_ids = [post(stack, "very_long_task", {"seconds": 4}, retries=1) for _ in range(2 * 3)]
+    jobs = wait_started(stack, job_ids)  # six at once: two processes, three slots each
+    per_child = collections.Counter(job["worker"] for job in jobs)
+    assert sorted(per_child.values()) == [3, 3], per_child
+    doomed = next(iter(per_child))
+    pid = child_pid(stack, doomed)
+    assert pid
+    os.kill(pid, signal.SIGKILL)
+    ended = [stack.wait_for_job(job_id, 40) for job_id in job_ids]
+    assert [job["status"] for job in ended] == ["finished"] * len(ended), stack.logs()
+    rerun = [job for job in ended if job["retries_left"] == 0]
+    assert len(rerun) == 3  # the killed child's three, each run again once
+    assert all(job["worker"] != doomed for job in rerun)
+    assert stack.processes["worker"].popen.poll() is None

@@ -5,9 +5,11 @@ tests/integration/test_worker_pool.py runs the pool's real processes on a real r
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 from typing import Any
 
+import fakeredis
 import pytest
 from redis import Redis
 from rq.job import Job
@@ -20,6 +22,7 @@ from service.settings import Settings
 from service.store.layout import started_key, worker_key, worker_runs_key
 from service.store.options import EnqueueOptions
 from service.store.queues import SafeQueue
+from service.worker.concurrent import ConcurrentWorker
 from service.worker.main import build_worker, main
 from service.worker.pool import OffloadPool, run_child
 from service.worker.recovery import lapse_runs
@@ -135,6 +138,63 @@ def test_a_child_is_an_in_process_worker_recycled_after_its_jobs(
     monkeypatch.setattr("service.worker.pool.signal.signal", lambda *args: None)  # pytest's stay
     run_child("child", ["default"], settings, load_catalog(), burst=True, max_jobs=2)
     assert connection.llen("rq:queue:default") == 1  # it stopped after two
+
+
+def test_a_concurrent_child_runs_its_slots_and_stops_after_its_jobs_not_its_loops(
+    connection: Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    catalog = load_catalog()
+    pool = OffloadPool(settings, connection, catalog, num_workers=2, max_jobs_per_child=5, concurrency=3)
+    process = pool.get_worker_process("child", burst=True)
+    assert process._kwargs["concurrency"] == 3  # type: ignore[attr-defined]
+    built: list[ConcurrentWorker] = []
+    monkeypatch.setattr("service.worker.pool.connect", lambda *args, **kwargs: connection)
+    monkeypatch.setattr("service.worker.pool.signal.signal", lambda *args: None)  # pytest's stay
+    real_build = build_worker
+
+    def spy(*args: Any, **kwargs: Any) -> OffloadWorker:
+        worker = real_build(*args, **kwargs)
+        assert isinstance(worker, ConcurrentWorker)
+        built.append(worker)
+        return worker
+
+    monkeypatch.setattr("service.worker.pool.build_worker", spy)
+    for _ in range(8):
+        word_count.enqueue(connection, text="a b")
+    try:
+        run_child("child", ["default"], settings, load_catalog(), burst=True, max_jobs=5, concurrency=3)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # RQ's loop installs its own for good
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    [worker] = built
+    assert worker.concurrency == 3
+    # Five runs, in batches of up to three: RQ's own count (a turn of its loop) would allow more.
+    assert connection.llen("rq:queue:default") == 3
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "children"),
+    [
+        (["--processes", "2"], {}, 1),
+        (["--processes", "2", "--concurrency", "4"], {}, 4),
+        (["--processes", "2", "--kind", "concurrent"], {"WORKER_CONCURRENCY": "6"}, 6),
+        ([], {"WORKER_PROCESSES": "2", "WORKER_CONCURRENCY": "5"}, 5),
+        ([], {"WORKER_PROCESSES": "2", "WORKER_KIND": "concurrent"}, 10),
+        ([], {"WORKER_PROCESSES": "2"}, 1),
+    ],
+)
+def test_a_pools_children_run_one_job_at_a_time_unless_asked_for_more(
+    argv: list[str], env: dict[str, str], children: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://localhost:1/0")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    started: list[OffloadPool] = []
+    monkeypatch.setattr("service.worker.main.connect", lambda *args, **kwargs: fakeredis.FakeRedis())
+    monkeypatch.setattr(OffloadPool, "start", lambda self, **kwargs: started.append(self))
+    main(argv)
+    [pool] = started
+    assert pool.concurrency == children
 
 
 def test_a_worker_past_its_memory_cap_stops_after_the_job(connection: Redis) -> None:
