@@ -234,7 +234,7 @@ def unique_key(name: str, canonical: str) -> str:
     return f"{UNIQUE_PREFIX}{name}:{hashlib.sha256(canonical.encode()).hexdigest()}"
 
 
-# A guarded group of writes (service/store/atomic.py) marks itself applied here, for a minute: a
+# A run's claim or end (service/store/claim.py, end.py) marks itself applied here, for a minute: a
 # script call redis-py sends again (the reply lost as Redis restarted) then reports it applied
 # instead of running it twice or calling it lost.
 APPLIED_PREFIX = "offload:applied:"
