@@ -32,6 +32,7 @@ from service.store.layout import (
     applied_key,
     events_channel,
     intermediate_key,
+    registry_score,
     started_key,
     worker_runs_key,
 )
@@ -147,10 +148,6 @@ def claim_runs(
 def _job_arguments(claim: Claim, execution: Execution, stamp: int) -> list[Any]:
     """A job's FIELDS arguments: its id, its run's, the heartbeat's length, then RQ's keys and scores."""
     job, ttl = claim.job, claim.ttl
-    # StartedJobRegistry.add_execution's score: -1 (a run that never lapses) is +inf
-    started_score: int | str = ttl if ttl < 0 else stamp + ttl
-    if started_score == -1:
-        started_score = "+inf"
     return [
         job.id,
         execution.id,
@@ -159,7 +156,7 @@ def _job_arguments(claim: Claim, execution: Execution, stamp: int) -> list[Any]:
         ExecutionRegistry.key_template.format(job.id),
         stamp + ttl + 60,  # ExecutionRegistry.add
         started_key(job.origin),  # job.started_job_registry's
-        started_score,
+        registry_score(ttl, stamp),  # StartedJobRegistry.add_execution's
         intermediate_key(job.origin),
         job.key,
         events_channel(job.id),

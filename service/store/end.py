@@ -36,6 +36,7 @@ from service.store.layout import (
     dependencies_key,
     events_channel,
     finished_key,
+    registry_score,
     started_key,
     worker_key,
     worker_runs_key,
@@ -80,7 +81,7 @@ for e = 1, tonumber(ARGV[2]) do
     redis.call('XADD', results, 'MAXLEN', '~', '10', '*', unpack(ARGV, result_at, result_at + entries - 1))
     if result_expiry == '-1' then
       redis.call('PERSIST', results)
-    elseif result_expiry ~= '' then
+    else
       redis.call('EXPIRE', results, result_expiry)
     end
     redis.call('ZADD', finished, finished_score, id)
@@ -129,11 +130,6 @@ def success_end(
         execution_started_at=execution.created_at,
         execution_ended_at=job.ended_at,
     ).serialize()
-    stamp = current_timestamp()
-    # FinishedJobRegistry.add's score: -1 (kept forever) is +inf
-    finished_score: int | str = result_ttl if result_ttl < 0 else stamp + result_ttl
-    if finished_score == -1:
-        finished_score = "+inf"
     arguments: list[Any] = [
         applied_key("end", execution.id),
         job.id,
@@ -146,10 +142,10 @@ def success_end(
         JobStatus.FINISHED.value,
         job.key,
         Result.get_key(job.id),
-        "" if result_ttl is None else result_ttl,  # Result.save: None none, -1 persist, else expire
+        result_ttl,  # Result.save: -1 persist, else expire
         finished_key(job.origin),
-        finished_score,
-        result_ttl if result_ttl is not None and result_ttl > 0 else "",  # Job.cleanup: expire if > 0
+        registry_score(result_ttl, current_timestamp()),  # FinishedJobRegistry.add's
+        result_ttl if result_ttl > 0 else "",  # Job.cleanup: expire only if > 0
         dependencies_key(job.id),
         execution.key,
         started_key(job.origin),

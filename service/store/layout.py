@@ -104,6 +104,14 @@ def finished_key(queue: str) -> str:
     return FinishedJobRegistry.key_template.format(queue)
 
 
+def registry_score(ttl: int, now: int) -> int | str:
+    """A member's score in RQ's registries (`BaseRegistry.add`, `add_execution`): when it lapses, `now`
+    plus `ttl`; -1, kept forever, is +inf."""
+    if ttl == -1:
+        return "+inf"
+    return ttl if ttl < 0 else now + ttl
+
+
 def worker_key(name: str) -> str:
     """A worker's hash, kept alive by its heartbeat (RQ's)."""
     return BaseWorker.redis_worker_namespace_prefix + name

@@ -199,7 +199,8 @@ def test_the_wait_for_half_the_slots_is_bounded(
     # Three of four slots busy with long runs: the next take goes after GATHER_SECONDS regardless.
     monkeypatch.setattr(concurrent, "GATHER_SECONDS", 0.2)
     worker = make_worker(concurrency=4)
-    worker._runs = {str(n): Any for n in range(3)}  # type: ignore[misc]
+    busy = [Run(Job(f"busy-{n}", connection=worker.connection), None, None, {}) for n in range(3)]  # type: ignore[arg-type]
+    worker._runs = {run.job.id: run for run in busy}
     started = time.monotonic()
     with worker._changed:
         worker._gather()

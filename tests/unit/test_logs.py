@@ -60,6 +60,27 @@ def logged() -> Iterator[Callable[[str], io.StringIO]]:
     server.propagate = saved[2]
 
 
+def test_records_collect_no_caller_thread_or_process(logged: Callable[[str], io.StringIO]) -> None:
+    # Neither format shows them, and a worker logs two records a job: none walks the stack for them.
+    logged("text")
+    captured: list[logging.LogRecord] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            captured.append(record)
+
+    handler = Capture()
+    log = logging.getLogger("offload.test")
+    log.addHandler(handler)
+    try:
+        log.warning("a line")
+    finally:
+        log.removeHandler(handler)
+    [record] = captured
+    assert record.funcName == "(unknown function)"
+    assert (record.thread, record.process, record.processName) == (None, None, None)
+
+
 def test_one_line_per_request_with_its_route_status_and_duration(
     client: TestClient, caplog: pytest.LogCaptureFixture
 ) -> None:
