@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import time
 from contextvars import ContextVar
@@ -42,14 +43,28 @@ def record_fields(record: logging.LogRecord) -> dict[str, Any]:
 
 
 class TextFormatter(logging.Formatter):
-    """`time logger LEVEL message key=value ...`: readable, and still easy to grep or parse."""
+    """`time logger LEVEL message key=value ...`: readable, and still easy to grep or parse.
+
+    A worker writes two lines a job: the time is formatted once a second (the milliseconds added to
+    it), and numbers are written without going through JSON."""
 
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT)
+        self._second: tuple[int, str] = (-1, "")  # the last second formatted, and its text
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        cached, text = self._second  # one attribute: a thread never sees one second with another's text
+        if second != cached:
+            text = time.strftime(self.default_time_format, self.converter(record.created))
+            self._second = (second, text)
+        return f"{text},{int(record.msecs):03d}"  # logging's default_msec_format, "%s,%03d"
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         # Fields go on the message's line, before any traceback that format() appends.
-        line = super().formatMessage(record)
+        line = f"{record.asctime} {record.name} {record.levelname} {record.message}"
         pairs = " ".join(f"{key}={_text_value(value)}" for key, value in record_fields(record).items())
         return f"{line} {pairs}" if pairs else line
 
@@ -59,6 +74,9 @@ _NEEDS_QUOTES = re.compile(r'[\s"=]')
 
 
 def _text_value(value: Any) -> str:
+    kind = type(value)
+    if kind is int or (kind is float and math.isfinite(value)):
+        return repr(value)  # as JSON writes it, without the encoder
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     if text == "" or _NEEDS_QUOTES.search(text):
         return json.dumps(text)

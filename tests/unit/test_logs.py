@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import re
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -17,7 +18,7 @@ from redis import Redis
 
 from service.connection import connect
 from service.dev.redis_server import free_port
-from service.logs import HANDLER_NAME, JsonFormatter, configure_logging, fields
+from service.logs import HANDLER_NAME, TEXT_FORMAT, JsonFormatter, TextFormatter, configure_logging, fields
 from service.settings import ConfigError, Settings, load_settings
 from service.web.app import create_app
 
@@ -172,6 +173,47 @@ def test_text_lines_read_as_key_value_pairs(client: TestClient, logged: Callable
     ), line
     logging.getLogger("offload.test").warning("note", extra=fields(text="two words", empty=""))
     assert stream.getvalue().splitlines()[-1].endswith('note text="two words" empty=""')
+
+
+def test_text_lines_match_the_standard_formatter_and_json_values() -> None:
+    # The text formatter's shortcuts (the time formatted once a second, numbers without the JSON
+    # encoder) write what logging's own formatter and json.dumps write.
+    values: dict[str, Any] = {
+        "count": 7,
+        "big": 10**20,
+        "ratio": 0.1,
+        "tiny": 1e-07,
+        "huge": 1e16,
+        "flag": True,
+        "nothing": None,
+        "nan": float("nan"),
+        "inf": float("-inf"),
+        "words": "two words",
+        "listed": [1, "a"],
+    }
+    standard = logging.Formatter(TEXT_FORMAT)
+    ours = TextFormatter()
+    # Within a second, into the next, a minute on, and back (a clock set back).
+    seconds = (1_700_000_000.0, 1_700_000_000.999, 1_700_000_001.0005, 1_700_000_061.25, 1_700_000_000.5)
+    for created in seconds:
+        record = logging.LogRecord("offload.test", logging.INFO, __file__, 1, "at %s", ("noon",), None)
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        record.fields = values
+        pairs = " ".join(f"{key}={_json_token(value)}" for key, value in values.items())
+        assert ours.format(record) == f"{standard.format(record)} {pairs}"
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        failed = logging.LogRecord("offload.test", logging.ERROR, __file__, 1, "it broke", (), sys.exc_info())
+    failed.fields = {"step": 3}
+    first, *rest = ours.format(failed).splitlines()
+    assert first.endswith("offload.test ERROR it broke step=3")
+    assert rest[-1] == "RuntimeError: boom"
+
+
+def _json_token(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return json.dumps(text) if re.search(r'[\s"=]', text) else text
 
 
 def test_lines_logged_while_serving_a_request_carry_its_id(
