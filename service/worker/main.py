@@ -128,6 +128,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     # RQ's own lines (rq.worker, rq.job, rq.scheduler) then go through this handler, in LOG_FORMAT.
     configure_logging(settings.log_format, level)
     tracing.configure("offload-worker")  # only if OTEL_* asks for it; a pool's children inherit it
+    # Lower priority for this process and the work horses it forks, the jobs it runs in threads, or
+    # a pool's concurrent children (they inherit it): the web keeps the CPU it needs when jobs
+    # compute on the same machine (a dyno, `make run`); they still get every idle cycle, and an
+    # idle worker starts a job as soon. A simple worker, or a pool of them, is the latency option,
+    # at the web's priority.
+    children = _child_concurrency(args, settings) if processes is not None else 1
+    yields = (children > 1) if processes is not None else (args.kind != "simple")
+    if yields:
+        os.nice(settings.worker_nice)
+        nice_own_autogroup(settings.worker_nice)
     if processes is not None:
         from service.worker.pool import OffloadPool  # imports this module: not at the top
 
@@ -139,17 +149,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             args.queues,
             max_jobs_per_child=_first(args.max_jobs_per_child, settings.worker_max_jobs_per_child),
             max_memory_mb=_first(args.max_memory_per_child, settings.worker_max_memory_mb),
-            concurrency=_child_concurrency(args, settings),
+            concurrency=children,
             grace_seconds=settings.worker_grace_seconds,
         )
         pool.start(burst=args.burst, logging_level=level)
         return
-    # Lower priority for this process and the work horses it forks, or the jobs it runs in threads:
-    # the web keeps the CPU it needs when jobs compute on the same machine (a dyno, `make run`);
-    # they still get every idle cycle, and an idle worker starts a job as soon.
-    if args.kind != "simple":  # a simple worker is the latency option, at the web's priority
-        os.nice(settings.worker_nice)
-        nice_own_autogroup(settings.worker_nice)
     worker = build_worker(
         connect(settings, patient=True), args.queues, args.kind, args.name, load_catalog(settings.jobs_module)
     )

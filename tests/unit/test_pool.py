@@ -192,9 +192,17 @@ def test_a_pools_children_run_one_job_at_a_time_unless_asked_for_more(
     started: list[OffloadPool] = []
     monkeypatch.setattr("service.worker.main.connect", lambda *args, **kwargs: fakeredis.FakeRedis())
     monkeypatch.setattr(OffloadPool, "start", lambda self, **kwargs: started.append(self))
+    niced: list[str] = []
+    monkeypatch.setattr("service.worker.main.os.nice", lambda n: niced.append(f"process {n}"))
+    monkeypatch.setattr(
+        "service.worker.main.nice_own_autogroup", lambda value: niced.append(f"group {value}")
+    )
     main(argv)
     [pool] = started
     assert pool.concurrency == children
+    # Concurrent children yield the CPU to the web, as a concurrent worker alone does (WORKER_NICE,
+    # inherited from the pool); simple ones are the latency option, at the web's priority.
+    assert niced == (["process 19", "group 19"] if children > 1 else [])
 
 
 def test_a_worker_past_its_memory_cap_stops_after_the_job(connection: Redis) -> None:
