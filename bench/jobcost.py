@@ -5,7 +5,8 @@ the next: a change worth 5 % cannot be seen in it. The counts here move by a few
 the worker's CPU time (its whole process tree), its threads' context switches, and the CPU time of
 redis-server, all read from Linux's /proc. For each worker setting, `--jobs` no-op jobs (the peer
 table's `tick`: one RPUSH each, bench/peers/offload_jobs.py) are queued and one Procfile worker drains
-them; the counts are taken from the `--skip`th job done to the last, so the worker's start is left out.
+them; the counts are taken from the `--skip`th job done to the last, so the worker's start is left out,
+over the worker's processes as they are then (a pool's children recycled later are not followed).
 
     python -m bench.jobcost                          # simple, concurrent 16 and 50; 5,000 jobs each
     python -m bench.jobcost --jobs 3000 --setting "--kind concurrent --concurrency 16"
