@@ -45,6 +45,12 @@ def child_pid(stack: Stack, worker_name: str) -> int:
         client.close()
 
 
+def niceness(pid: int) -> int:
+    """A process's nice value, from Linux's /proc (the field after the priority)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2 :].split()[16])
+
+
 def wait_started(stack: Stack, job_ids: list[str], timeout: float = 15) -> list[dict[str, Any]]:
     def started() -> list[dict[str, Any]] | None:
         jobs = [view(stack, job_id) for job_id in job_ids]
@@ -79,6 +85,7 @@ def test_a_killed_child_has_its_job_run_again_at_once(
     pid = child_pid(stack, job["worker"])
     assert pid
     assert pid != stack.processes["worker"].popen.pid  # a child's, not the pool's
+    assert niceness(pid) == os.getpriority(os.PRIO_PROCESS, 0)  # simple children: the web's priority
     os.kill(pid, signal.SIGKILL)
     killed_at = time.monotonic()
 
@@ -141,6 +148,7 @@ def test_concurrent_children_run_their_slots_at_once_and_a_killed_ones_jobs_run_
     doomed = next(iter(per_child))
     pid = child_pid(stack, doomed)
     assert pid
+    assert niceness(pid) == 19  # WORKER_NICE's default, from the pool: concurrent children yield to the web
     os.kill(pid, signal.SIGKILL)
     ended = [stack.wait_for_job(job_id, 40) for job_id in job_ids]
     assert [job["status"] for job in ended] == ["finished"] * len(ended), stack.logs()
