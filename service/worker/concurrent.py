@@ -7,6 +7,9 @@ the worker's async jobs share, its slot thread only waiting for it. Each run is 
 execution, so `GET /workers`, the started registry and recovery see every job that is running.
 While jobs wait in its queues, the main thread lets half the slots come free (GATHER_SECONDS at
 most) before it takes again, so takes, claims and ends go in batches rather than a job at a time.
+With none waiting, it lets the jobs it just handed out start (START_WAIT_SECONDS at most) before it
+looks for more: its look is Python holding the GIL the slot threads need. The worker reads busy
+while any run is running, though its main thread waits for jobs.
 
 A monitor thread refreshes the heartbeats of every run and ends a run at its timeout. Ending a run
 early (its timeout, a stop asked for by a user, a shutdown) cancels an async job's coroutine; a sync
@@ -33,7 +36,7 @@ import time
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 from rq import Queue
@@ -58,6 +61,9 @@ from service.worker.runs import (
 from service.worker.shutdown import DEFAULT_GRACE_SECONDS, RUN_FIELDS, requeue
 from service.worker.worker import OffloadWorker
 
+if TYPE_CHECKING:
+    from redis.client import Pipeline
+
 DEFAULT_CONCURRENCY = 10
 MONITOR_SECONDS = 0.2  # how often timeouts are checked (heartbeats go every JOB_MONITORING_INTERVAL)
 INTERRUPT_WAIT = 3.0  # how long an interrupted run's thread has to record its requeue itself
@@ -66,6 +72,10 @@ CLOSE_WAIT = 2.0  # how long a closing worker waits for each of its threads
 # With jobs waiting, how long the next take may wait for half the slots to come free: a slot's
 # longest idle spell between two runs, under a backlog only.
 GATHER_SECONDS = 0.01
+# With none waiting (the last take got fewer than it asked for), how long the main thread lets the
+# jobs it just handed out start before it looks for more: the next look is a take script and RQ's
+# loop, Python that holds the GIL the slot thread needs to start the job.
+START_WAIT_SECONDS = 0.002
 
 
 class _Dispatch(BaseWorker):
@@ -184,6 +194,7 @@ class ConcurrentWorker(OffloadWorker, _Dispatch):
             before["meta"] = copy.deepcopy(each.meta)
             befores.append(before)
         executions = claim_many(self, [each for each, _where in batch])
+        handed: list[Run] = []
         for (each, where), before, execution in zip(batch, befores, executions, strict=True):
             if execution is None:  # canceled, deleted or given back meanwhile: not ours
                 if each is not job:
@@ -201,12 +212,32 @@ class ConcurrentWorker(OffloadWorker, _Dispatch):
                 run.interrupt(STOPPED)
             self._start_threads()
             self._tasks.put(run)
+            handed.append(run)
         if self.max_runs is not None and self._runs_started >= self.max_runs:
             self.log.info("worker %s: %d jobs started, stopping once they end", self.name, self._runs_started)
             self._stop_requested = True  # RQ's loop stops before its next take; teardown lets them end
         if executions[0] is None:
             raise ClaimLostError(job.id)  # OffloadWorker.execute_job says so
         self.set_state(WorkerStatus.BUSY)  # a run that just ended may have marked the worker idle
+        if not self._backlog:
+            self._let_start(handed)
+
+    def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
+        """Not idle while runs are running: RQ's dequeue marks its worker idle as it waits for the next
+        job, which a worker running one job at a time is; this one is busy until its last run ends
+        (`_end`), and a round trip is spared at each look for more."""
+        if state == WorkerStatus.IDLE and pipeline is None and self._runs:
+            return
+        super().set_state(state, pipeline)
+
+    def _let_start(self, runs: list[Run]) -> None:
+        """Wait until the runs just handed to slot threads call their functions (START_WAIT_SECONDS at
+        most): with no job waiting, a job's start comes before the worker's look for the next."""
+        deadline = time.monotonic() + START_WAIT_SECONDS
+        for run in runs:
+            left = deadline - time.monotonic()
+            if left <= 0 or not run.began.wait(left):
+                return
 
     def commit(self, end: End) -> bool:
         """A run's end shares its round trip with the ends of the other runs finishing meanwhile."""

@@ -56,6 +56,7 @@ class Run:
     started: datetime = field(default_factory=now)
     is_async: bool = False  # its function is `async def`: ended by cancelling its coroutine
     lock: threading.Lock = field(default_factory=threading.Lock)
+    began: threading.Event = field(default_factory=threading.Event)  # its function is being called
 
     def interrupt(self, reason: str) -> bool:
         """End the run early; False if it is already saving its outcome or was interrupted before."""
@@ -104,6 +105,7 @@ class RunDeathPenalty(BaseDeathPenalty):
                 run.thread_id = threading.get_ident()
         if self._timeout > 0:
             run.deadline = time.monotonic() + self._timeout
+        run.began.set()
 
     def cancel_death_penalty(self) -> None:
         run = self.worker.current_run()

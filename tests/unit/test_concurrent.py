@@ -29,6 +29,7 @@ from service.worker.concurrent import ConcurrentWorker
 from service.worker.main import _concurrency_error, build_worker
 from service.worker.recovery import claim_many
 from service.worker.runs import Run
+from service.worker.worker import OffloadWorker
 
 WAIT = 10  # seconds any wait in these tests gives up after
 
@@ -206,6 +207,79 @@ def test_the_wait_for_half_the_slots_is_bounded(
         worker._gather()
     assert 0.2 <= time.monotonic() - started < WAIT
     worker._runs = {}
+
+
+def test_with_none_waiting_a_job_starts_before_the_worker_looks_for_more(
+    registry: Registry,
+    connection: Redis,
+    make_worker: Callable[..., ConcurrentWorker],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A slot thread slow to reach the job (50 ms): the main thread's next take waits for the start.
+    monkeypatch.setattr(concurrent, "START_WAIT_SECONDS", WAIT)
+    events: list[str] = []
+
+    @registry.job()
+    def note() -> None:
+        events.append("job started")
+
+    slow_report = OffloadWorker.prepare_job_execution
+
+    def slow_start(self: ConcurrentWorker, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        time.sleep(0.05)
+        slow_report(self, job, remove_from_intermediate_queue)
+
+    monkeypatch.setattr(ConcurrentWorker, "prepare_job_execution", slow_start)
+    take = SafeQueue.take.__func__  # type: ignore[attr-defined]
+
+    def spy(cls: type[SafeQueue], *args: Any, **kwargs: Any) -> Any:
+        taken = take(cls, *args, **kwargs)
+        events.append(f"took {len(taken)}")
+        return taken
+
+    monkeypatch.setattr(SafeQueue, "take", classmethod(spy))
+    note.enqueue(connection)
+    make_worker(concurrency=4).work(burst=True, with_scheduler=False)
+    assert events[:3] == ["took 1", "job started", "took 0"], events
+
+
+def test_the_wait_for_a_job_to_start_is_bounded(
+    make_worker: Callable[..., ConcurrentWorker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A run whose function never starts (stopped before it did): the worker goes on regardless.
+    monkeypatch.setattr(concurrent, "START_WAIT_SECONDS", 0.2)
+    worker = make_worker(concurrency=4)
+    never = Run(Job("never", connection=worker.connection), None, None, {})  # type: ignore[arg-type]
+    started = time.monotonic()
+    worker._let_start([never])
+    assert 0.2 <= time.monotonic() - started < WAIT
+
+
+def test_a_worker_with_runs_reads_busy_while_it_waits_for_more(
+    registry: Registry, connection: Redis, make_worker: Callable[..., ConcurrentWorker]
+) -> None:
+    # RQ's dequeue marks its worker idle as it waits for the next job; with a run still running,
+    # GET /workers must not read idle.
+    release = threading.Event()
+
+    @registry.job()
+    def held() -> None:
+        release.wait(WAIT)
+
+    held.enqueue(connection)
+    worker = make_worker(concurrency=2)
+    states: list[str] = []
+
+    def look_then_release() -> None:
+        time.sleep(0.3)  # the main thread is back waiting for jobs (its take finds none)
+        states.append(worker.get_state())
+        states.append(_workers(connection)[0].state)
+        release.set()
+
+    _when(lambda: len(worker._runs) == 1, look_then_release)
+    _when(lambda: release.is_set() and not worker._runs, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    worker.work(burst=False, with_scheduler=False)
+    assert states == ["busy", "busy"]
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
