@@ -72,6 +72,21 @@ def _when(condition: Callable[[], bool], then: Callable[[], Any]) -> threading.T
     return thread
 
 
+def _spy_on_takes(
+    monkeypatch: pytest.MonkeyPatch, connection: Redis, seen: Callable[[int, int, int], None]
+) -> None:
+    """Have every take report (jobs asked for, jobs queued before it, jobs it took) to `seen`."""
+    take = SafeQueue.take.__func__  # type: ignore[attr-defined]
+
+    def spy(cls: type[SafeQueue], queues: Any, count: int, *args: Any, **kwargs: Any) -> Any:
+        queued = connection.llen(queue_key("default"))
+        taken = take(cls, queues, count, *args, **kwargs)
+        seen(count, queued, len(taken))
+        return taken
+
+    monkeypatch.setattr(SafeQueue, "take", classmethod(spy))
+
+
 def forever(registry: Registry, kind: str, started: list[str] | None = None) -> RegisteredJob[[], Any]:
     """A job of `kind` (sync or async) that runs until it is stopped, noting in `started` that it ran."""
     if kind == "sync":
@@ -181,13 +196,7 @@ def test_with_jobs_waiting_a_take_waits_for_half_the_slots_not_one(
     for n in range(12):
         lasting.enqueue(connection, seconds=0.05 * (n % 4 + 1))
     asked: list[tuple[int, int]] = []  # (jobs asked for, jobs still queued) at each take
-    take = SafeQueue.take.__func__  # type: ignore[attr-defined]
-
-    def spy(cls: type[SafeQueue], queues: Any, count: int, *args: Any, **kwargs: Any) -> Any:
-        asked.append((count, connection.llen(queue_key("default"))))
-        return take(cls, queues, count, *args, **kwargs)
-
-    monkeypatch.setattr(SafeQueue, "take", classmethod(spy))
+    _spy_on_takes(monkeypatch, connection, lambda count, queued, _taken: asked.append((count, queued)))
     make_worker(concurrency=4).work(burst=True, with_scheduler=False)
     assert connection.llen(queue_key("default")) == 0
     assert asked[0] == (4, 12)
@@ -230,14 +239,7 @@ def test_with_none_waiting_a_job_starts_before_the_worker_looks_for_more(
         slow_report(self, job, remove_from_intermediate_queue)
 
     monkeypatch.setattr(ConcurrentWorker, "prepare_job_execution", slow_start)
-    take = SafeQueue.take.__func__  # type: ignore[attr-defined]
-
-    def spy(cls: type[SafeQueue], *args: Any, **kwargs: Any) -> Any:
-        taken = take(cls, *args, **kwargs)
-        events.append(f"took {len(taken)}")
-        return taken
-
-    monkeypatch.setattr(SafeQueue, "take", classmethod(spy))
+    _spy_on_takes(monkeypatch, connection, lambda _count, _queued, taken: events.append(f"took {taken}"))
     note.enqueue(connection)
     make_worker(concurrency=4).work(burst=True, with_scheduler=False)
     assert events[:3] == ["took 1", "job started", "took 0"], events
