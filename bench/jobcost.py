@@ -18,7 +18,6 @@ switches are where a threaded worker's time goes (bench/PROFILES.md, "Context sw
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,7 @@ import redis
 from bench.peers import offload_jobs
 from bench.peers.offload import SAME_PRIORITY
 from bench.processes import running_workers
-from service.dev.harness import descendants, running_redis, wait_until
+from service.dev.harness import descendants, proc_stat, running_redis, wait_until
 from service.store.enqueue import enqueue
 
 SETTINGS = (
@@ -65,12 +64,8 @@ class Cost:
 
 def cpu_seconds(pid: int) -> float:
     """User and system CPU time of one process (all its threads), 0 once it is gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return 0.0
-    fields = raw[raw.rindex(")") + 2 :].split()  # fields from the third (state) on
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    stat = proc_stat(pid)
+    return stat.cpu_seconds if stat is not None else 0.0
 
 
 def context_switches(pid: int) -> int:

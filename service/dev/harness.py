@@ -75,17 +75,21 @@ class ProcStat:
     ppid: int
     pgrp: int
     session: int
+    cpu_seconds: float  # user and system time so far, all its threads
+    nice: int
 
 
 def proc_stat(pid: int) -> ProcStat | None:
-    """A process's state and parentage, or None once it is gone."""
+    """A process's state, parentage, CPU time and niceness, or None once it is gone."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
         return None
-    # The command name sits in parentheses and may hold spaces or parentheses itself.
+    # The command name sits in parentheses and may hold spaces or parentheses itself; the fields
+    # after it start with the third, the state (proc(5)).
     fields = raw[raw.rindex(")") + 2 :].split()
-    return ProcStat(pid, fields[0], int(fields[1]), int(fields[2]), int(fields[3]))
+    ticks = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return ProcStat(pid, fields[0], int(fields[1]), int(fields[2]), int(fields[3]), ticks, int(fields[16]))
 
 
 def all_processes() -> list[ProcStat]:

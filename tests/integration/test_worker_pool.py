@@ -13,7 +13,16 @@ from typing import Any
 import pytest
 import redis
 
-from service.dev.harness import Stack, StartRedis, StartStack, is_alive, session_members, wait_until
+from service.dev.harness import (
+    ProcStat,
+    Stack,
+    StartRedis,
+    StartStack,
+    is_alive,
+    proc_stat,
+    session_members,
+    wait_until,
+)
 from service.store.layout import worker_key
 
 pytestmark = pytest.mark.integration
@@ -45,10 +54,10 @@ def child_pid(stack: Stack, worker_name: str) -> int:
         client.close()
 
 
-def niceness(pid: int) -> int:
-    """A process's nice value, from Linux's /proc (the field after the priority)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return int(stat[stat.rindex(")") + 2 :].split()[16])
+def proc_stat_of(pid: int) -> ProcStat:
+    stat = proc_stat(pid)
+    assert stat is not None, f"process {pid} is gone"
+    return stat
 
 
 def wait_started(stack: Stack, job_ids: list[str], timeout: float = 15) -> list[dict[str, Any]]:
@@ -85,7 +94,7 @@ def test_a_killed_child_has_its_job_run_again_at_once(
     pid = child_pid(stack, job["worker"])
     assert pid
     assert pid != stack.processes["worker"].popen.pid  # a child's, not the pool's
-    assert niceness(pid) == os.getpriority(os.PRIO_PROCESS, 0)  # simple children: the web's priority
+    assert proc_stat_of(pid).nice == os.getpriority(os.PRIO_PROCESS, 0)  # simple children: the web's priority
     os.kill(pid, signal.SIGKILL)
     killed_at = time.monotonic()
 
@@ -148,7 +157,8 @@ def test_concurrent_children_run_their_slots_at_once_and_a_killed_ones_jobs_run_
     doomed = next(iter(per_child))
     pid = child_pid(stack, doomed)
     assert pid
-    assert niceness(pid) == 19  # WORKER_NICE's default, from the pool: concurrent children yield to the web
+    # WORKER_NICE's default, from the pool: concurrent children yield to the web.
+    assert proc_stat_of(pid).nice == 19
     os.kill(pid, signal.SIGKILL)
     ended = [stack.wait_for_job(job_id, 40) for job_id in job_ids]
     assert [job["status"] for job in ended] == ["finished"] * len(ended), stack.logs()
