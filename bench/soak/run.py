@@ -54,15 +54,25 @@ class SoakConfig:
     drain_timeout: float = 120.0  # after the queues empty: abandoned jobs need a sweep to recover
     min_rate: float = 10.0  # jobs/s: a load slower than this (plus 5 minutes) is a stalled soak
     seed: int = 1
-    kind: str = "fork"  # the workers' --kind: fork (killed: workers, horses) or concurrent (workers, SIGTERM)
+    kind: str = "fork"  # the workers' kind: fork, concurrent or pool (what each is killed with: KILL_KINDS)
     log_level: str = "WARNING"  # INFO writes lines per job: more CPU in logging than in jobs
 
     @classmethod
     def for_kind(cls, kind: str, **overrides: Any) -> SoakConfig:
-        """The soak of `kind`'s workers: a concurrent one drains 5 ms jobs before the first kill, so
-        its jobs last longer and its kills come sooner (`overrides` win)."""
-        settings: dict[str, Any] = {"job_ms": 50.0, "kill_every": (0.5, 2.0)} if kind == "concurrent" else {}
+        """The soak of `kind`'s workers: concurrent workers, and pools (two children each), drain 5 ms
+        jobs before the first kill, so their jobs last longer and their kills come sooner
+        (`overrides` win)."""
+        settings = KIND_SETTINGS.get(kind, {})
         return cls(**{**settings, **overrides, "kind": kind})
+
+
+KIND_SETTINGS: dict[str, dict[str, Any]] = {
+    "concurrent": {"job_ms": 50.0, "kill_every": (0.5, 2.0)},
+    # A pool's children are in-process workers, whose runs lapse only at their job's timeout plus a
+    # minute (no heartbeat while a job runs): a job cut off by a kill of the whole pool waits about
+    # 90 s (soak_step's 30 s timeout, plus 60) and a maintenance pass for its sweep.
+    "pool": {"job_ms": 20.0, "kill_every": (0.5, 1.5), "drain_timeout": 180.0},
+}
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """Accounting under load (bench/soak): two workers killed at random, and nothing lost; once with
-forking workers (their horses killed too), once with concurrent ones (stopped with SIGTERM too).
+forking workers (their horses killed too), once with concurrent ones (stopped with SIGTERM too), once
+with pools of two simple children (a child killed alone too, and SIGTERM).
 
 `OFFLOAD_SOAK_JOBS` sets the size (2,000 by default, about a minute on two cores; up to 100,000),
 `OFFLOAD_SOAK_SEED` the job mix and the kills' victims (their timing is the machine's).
