@@ -11,15 +11,40 @@ import redis.asyncio
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.commands.core import Script
+from redis.connection import HiredisRespSerializer
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
+from redis.utils import HIREDIS_AVAILABLE
 
 from service.settings import Settings
 
 # Longest pause between a worker's attempts to reach Redis again (its recovery delay).
 PATIENT_BACKOFF_CAP = 1.0
+
+
+class SignalSafePacker(HiredisRespSerializer):
+    """redis-py's hiredis command packer, with the numbers of a command written as bytes here first.
+
+    hiredis (3.5.0) writes an int or float argument with `PyObject_Repr`, which on CPython first runs
+    the signal handlers due; when one raises (a worker's stop: RQ raises StopRequested, or
+    SystemExit, from its SIGTERM and SIGINT handlers), the repr is NULL and hiredis dereferences it:
+    the worker dies of SIGSEGV instead of stopping. Given only text and bytes, hiredis runs no
+    Python code; numbers written here (as repr, the same bytes hiredis writes) let a handler's
+    exception be an ordinary one, raised in Python.
+    """
+
+    def pack(self, *args: Any) -> list[bytes]:
+        if any(type(arg) in _NUMBERS for arg in args):
+            args = tuple(repr(arg).encode() if type(arg) in _NUMBERS else arg for arg in args)
+        packed: list[bytes] = super().pack(*args)
+        return packed
+
+
+_NUMBERS = (int, float)
+# One for every client, so that clients made alike have equal connection arguments.
+SIGNAL_SAFE_PACKER = SignalSafePacker()
 
 
 def _options(settings: Settings) -> dict[str, Any]:
@@ -46,7 +71,9 @@ def connect(settings: Settings, *, patient: bool = False) -> redis.Redis:
         retry = Retry(ExponentialBackoff(cap=PATIENT_BACKOFF_CAP, base=0.05), -1)
     else:
         retry = Retry(NoBackoff(), 1)
-    return redis.Redis.from_url(settings.redis_url, retry=retry, **_options(settings))
+    # The workers' signal handlers raise, wherever the main thread is: in a command's packing too.
+    packer = {"command_packer": SIGNAL_SAFE_PACKER} if HIREDIS_AVAILABLE else {}
+    return redis.Redis.from_url(settings.redis_url, retry=retry, **_options(settings), **packer)
 
 
 _scripts: dict[str, Script] = {}
