@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from rq.exceptions import DequeueTimeout
+from rq.exceptions import DequeueTimeout, StopRequested
 from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job, JobStatus
 from rq.utils import as_text, backend_class, now
@@ -151,6 +151,13 @@ class RecoveringIntermediateQueue(IntermediateQueue):
 class SafeQueue(WakingQueue):
     """A queue a worker takes jobs from through the intermediate list, on any number of queues."""
 
+    @staticmethod
+    def stop_requested() -> bool:
+        """Whether the worker taking has been asked to stop (its own subclass says, OffloadWorker): a
+        take looks before each take script and each wait, and raises StopRequested, from the
+        worker's main thread, where no Redis command is half done."""
+        return False
+
     @property
     def intermediate_queue(self) -> RecoveringIntermediateQueue:
         return RecoveringIntermediateQueue(self)
@@ -193,6 +200,8 @@ class SafeQueue(WakingQueue):
         deadline = time.monotonic() + timeout if timeout is not None else None
         job_cls: type[Job] = backend_class(cls, "job_class", override=job_class)
         while True:
+            if cls.stop_requested():
+                raise StopRequested()
             reply: Any = script(connection, _TAKE)(keys=keys, args=[*names, count], client=connection)
             found, wait = reply[0], int(reply[1])
             jobs: list[tuple[Job, Any]] = []
@@ -240,6 +249,8 @@ class SafeQueue(WakingQueue):
                 raise DequeueTimeout(timeout, [queue.key for queue in queues])
             # Until a token comes, or the first held job is due, whichever is first.
             sleep = min(left, WAKE_POLL_SECONDS, wait / 1000 if wait > 0 else WAKE_POLL_SECONDS)
+            if cls.stop_requested():
+                raise StopRequested()
             connection.blpop([wake_key(queue.name) for queue in queues], sleep)
 
 

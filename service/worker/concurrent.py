@@ -76,6 +76,8 @@ GATHER_SECONDS = 0.01
 # jobs it just handed out start before it looks for more: the next look is a take script and RQ's
 # loop, Python that holds the GIL the slot thread needs to start the job.
 START_WAIT_SECONDS = 0.002
+# How often the main thread, waiting for a free slot, looks for a stop asked by a signal.
+STOP_LOOK_SECONDS = 0.5
 
 
 class _Dispatch(BaseWorker):
@@ -113,7 +115,6 @@ class ConcurrentWorker(OffloadWorker, _Dispatch):
         self._loop_thread: threading.Thread | None = None
         self._closing = False
         self._monitor: threading.Thread | None = None
-        self._waiting = False  # in a wait a stop may cut short (for a free slot, for a job)
         self._grace_ends = math.inf  # monotonic, once a warm shutdown started
         self._taken: list[tuple[Job, Queue]] = []  # taken with the job RQ's loop got, for _dispatch
         self._stops: dict[str, float] = {}  # job id: when a stop came for it before its run existed
@@ -124,23 +125,19 @@ class ConcurrentWorker(OffloadWorker, _Dispatch):
     # -- the work loop (main thread) -------------------------------------------------------
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
-        self._waiting = True
-        try:
-            with self._changed:
-                while len(self._runs) >= self.concurrency:
-                    if self._stop_requested:
-                        raise StopRequested()
-                    self._changed.wait(1)
-                if self._backlog:
-                    self._gather()
-            if self._stop_requested:
-                raise StopRequested()
-            taken = self._take_free_slots()
-            if taken:
-                return taken
-            return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
-        finally:
-            self._waiting = False
+        with self._changed:
+            while len(self._runs) >= self.concurrency:
+                if self._stop_requested:
+                    raise StopRequested()
+                self._changed.wait(STOP_LOOK_SECONDS)
+            if self._backlog:
+                self._gather()
+        if self._stop_requested:
+            raise StopRequested()
+        taken = self._take_free_slots()
+        if taken:
+            return taken
+        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
 
     def _gather(self) -> None:
         """With jobs waiting, let half the slots come free (GATHER_SECONDS at most) before the next
@@ -258,13 +255,13 @@ class ConcurrentWorker(OffloadWorker, _Dispatch):
         super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
 
     def _shutdown(self) -> None:
-        """RQ's: stop after the running job; here the main thread waits only for a slot or a job."""
+        """RQ's: stop after the running jobs. The main thread raises StopRequested itself as it waits for
+        a free slot (STOP_LOOK_SECONDS at most) or for a job (SafeQueue.take), as an idle worker of
+        any kind does (OffloadWorker._shutdown): never the handler, mid-command."""
         self._stop_requested = True
         self.set_shutdown_requested_date()  # type: ignore[no-untyped-call]
         if self.scheduler:
             self.stop_scheduler()  # type: ignore[no-untyped-call]
-        if self._waiting:
-            raise StopRequested()
 
     def handle_warm_shutdown_request(self) -> None:
         super().handle_warm_shutdown_request()  # type: ignore[no-untyped-call]

@@ -74,6 +74,13 @@ class OffloadWorker(BaseWorker):
         self.graceful = GracefulStop(self)  # idle unless a ForkWorker's warm shutdown starts it
         # The job whose success RQ is saving, per thread: a concurrent worker saves several at once.
         self._saving = threading.local()
+        # Its takes look for a stop asked of this worker (SafeQueue.take; `_shutdown`).
+        worker = self
+        self.queue_class = type(  # type: ignore[assignment]
+            self.queue_class.__name__,
+            (self.queue_class,),
+            {"stop_requested": staticmethod(lambda: worker._stop_requested)},
+        )
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         if expire_stale(self, job):  # past its ttl: canceled unrun, on to the next job
@@ -202,6 +209,18 @@ class OffloadWorker(BaseWorker):
         with self.connection.pipeline(transaction=False) as batch:
             super().heartbeat(timeout, batch)
             batch.execute()
+
+    def _shutdown(self) -> None:
+        """RQ's, less its raise: an idle worker's stop is raised by its own main thread as it next looks
+        for a job or waits for one (SafeQueue.take, WAKE_POLL_SECONDS at most), not by the signal
+        handler wherever the main thread is. Raised inside a Redis command, it left a pooled
+        connection whose reply was still to come, read by the next command in its place (the
+        teardown's, or a concurrent worker's running jobs'), or crashed hiredis as it packed one."""
+        self._stop_requested = True
+        if self.get_state() == WorkerStatus.BUSY:
+            self.set_shutdown_requested_date()  # type: ignore[no-untyped-call]
+            if self.scheduler:
+                self.stop_scheduler()  # type: ignore[no-untyped-call]
 
     def check_for_suspension(self, burst: bool) -> None:
         """RQ's, at most once a second (RQ asks Redis before every job): `rq suspend` stops this

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from datetime import timedelta
 
 import pytest
 from redis import Redis
 from rq import Worker
 from rq.command import handle_stop_job_command
-from rq.exceptions import DequeueTimeout
+from rq.exceptions import DequeueTimeout, StopRequested
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
-from rq.utils import as_text
+from rq.utils import as_text, now
 from rq.worker import BaseWorker, WorkerStatus
 
 from jobs.examples import count_primes, very_long_task, word_count
@@ -280,3 +282,45 @@ def test_take_gives_back_a_job_rq_cannot_read_and_reports_it_when_it_is_alone(co
     with pytest.raises(ValueError, match="not a time") as raised:
         SafeQueue.take([queue], 5, None, connection, serializer=JSONSerializer)
     assert raised.value.job_id == broken.id  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("kind", ["simple", "fork", "concurrent"])
+def test_a_stop_asked_of_an_idle_worker_is_raised_by_its_next_look_not_by_the_signal_handler(
+    kind: str, connection: Redis
+) -> None:
+    # RQ's SIGTERM handler calls _shutdown wherever the main thread is, inside a Redis command too: a
+    # raise there left a connection with a reply still to come, or crashed hiredis mid-pack.
+    worker = build_worker(connection, kind=kind)
+    worker._shutdown_requested_date = now()
+    worker._shutdown()  # as the handler does (RQ's request_stop); raises nothing
+    assert worker._stop_requested
+    job = word_count.enqueue(connection, text="a b")
+    with pytest.raises(StopRequested):  # the main thread's own look, before it takes anything
+        worker.queue_class.dequeue_any(worker._ordered_queues, 5, connection)
+    assert queued(connection, "default") == [job.id]
+    assert intermediate(connection, "default") == []
+
+
+def test_a_stop_asked_while_an_idle_worker_waits_ends_the_wait_at_its_next_look(
+    connection: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dequeue, "WAKE_POLL_SECONDS", 0.05)
+    worker = build_worker(connection, kind="simple")
+    raised: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            worker.queue_class.dequeue_any(worker._ordered_queues, 5, connection)
+        except BaseException as exc:  # what the wait ended with, for the test
+            raised.append(exc)
+
+    waiting = threading.Thread(target=wait, daemon=True)
+    waiting.start()
+    time.sleep(0.1)  # in its wait
+    asked = time.monotonic()
+    worker._shutdown_requested_date = now()
+    worker._shutdown()
+    waiting.join(2)
+    assert not waiting.is_alive()
+    assert [type(exc) for exc in raised] == [StopRequested]  # not a DequeueTimeout 5 s on
+    print(f"stop raised {time.monotonic() - asked:.3f} s after it was asked")
