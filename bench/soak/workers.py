@@ -19,6 +19,7 @@ import redis
 from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE
 from rq.job import Job
 from rq.utils import as_text, parse_composite_key
+from rq.worker import BaseWorker
 from rq.worker_registration import REDIS_WORKER_KEYS
 
 from service.dev.harness import (
@@ -111,7 +112,7 @@ class Workers:
             for key in keys:
                 pipe.hget(key, "pid")
             found = pipe.execute()
-        prefix = len("rq:worker:")
+        prefix = len(BaseWorker.redis_worker_namespace_prefix)
         return {int(p): key[prefix:] for key, p in zip(keys, found, strict=True) if p and int(p) in pids}
 
     def running(self, name: str) -> tuple[int, str] | None:
