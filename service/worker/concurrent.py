@@ -76,7 +76,8 @@ GATHER_SECONDS = 0.01
 # jobs it just handed out start before it looks for more: the next look is a take script and RQ's
 # loop, Python that holds the GIL the slot thread needs to start the job.
 START_WAIT_SECONDS = 0.002
-# How often the main thread, waiting for a free slot, looks for a stop asked by a signal.
+# How often the main thread, waiting for a free slot, looks for a stop asked by a signal (the handler
+# only notes it: OffloadWorker._shutdown).
 STOP_LOOK_SECONDS = 0.5
 
 
@@ -253,15 +254,6 @@ class ConcurrentWorker(OffloadWorker, _Dispatch):
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
         self._stop_requested = True
         super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
-
-    def _shutdown(self) -> None:
-        """RQ's: stop after the running jobs. The main thread raises StopRequested itself as it waits for
-        a free slot (STOP_LOOK_SECONDS at most) or for a job (SafeQueue.take), as an idle worker of
-        any kind does (OffloadWorker._shutdown): never the handler, mid-command."""
-        self._stop_requested = True
-        self.set_shutdown_requested_date()  # type: ignore[no-untyped-call]
-        if self.scheduler:
-            self.stop_scheduler()  # type: ignore[no-untyped-call]
 
     def handle_warm_shutdown_request(self) -> None:
         super().handle_warm_shutdown_request()  # type: ignore[no-untyped-call]
