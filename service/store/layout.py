@@ -11,6 +11,8 @@ names as keys, or build them from the prefixes named here.
 from __future__ import annotations
 
 import hashlib
+import math
+from datetime import datetime
 from types import SimpleNamespace
 from typing import Any, Literal, get_args
 
@@ -92,6 +94,13 @@ def queues_set_key() -> str:
 def scheduled_key(queue: str) -> str:
     """The queue's jobs that wait for a time, scored by it (RQ's scheduled registry)."""
     return ScheduledJobRegistry.key_template.format(queue)
+
+
+def due_score(at: datetime) -> int:
+    """A scheduled job's score: its time in whole UTC seconds, rounded up. RQ's registry rounds
+    down, and its scheduler moves a job once the current second reaches the score, so a job due
+    at 12:00:00.9 would run as soon as 12:00:00.0; rounded up, no job runs before it is due."""
+    return math.ceil(at.timestamp())
 
 
 def started_key(queue: str) -> str:

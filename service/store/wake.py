@@ -11,15 +11,17 @@ most WAKE_POLL_SECONDS later.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from rq import Queue
 
-from service.store.layout import wake_key
+from service.store.layout import due_score, wake_key
 
 if TYPE_CHECKING:
     from redis import Redis
     from redis.client import Pipeline
+    from rq.job import Job
 
 # A burst of pushes while every worker is busy leaves tokens that nobody takes: keep a few, since
 # a worker that finds its queues empty drops them all anyway.
@@ -46,3 +48,11 @@ class WakingQueue(Queue):
             wake(pipe, self.name)
             pipe.execute()
         return None
+
+    def schedule_job(
+        self, job: Job, at: datetime, pipeline: Pipeline | None = None, unique: bool = False
+    ) -> Job:
+        """RQ's schedule, due no earlier than asked (a retry's interval, a `retry_after`): RQ scores
+        the time rounded down to the second, this rounds it up (due_score)."""
+        due = datetime.fromtimestamp(due_score(at), UTC)
+        return super().schedule_job(job, due, pipeline=pipeline, unique=unique)

@@ -13,7 +13,6 @@ tests/unit/test_enqueue.py compares the Redis state it leaves with RQ's own.
 
 from __future__ import annotations
 
-import calendar
 import hashlib
 import json
 import uuid
@@ -34,6 +33,7 @@ from service.store.layout import (
     concurrency_keys,
     dependencies_key,
     dependents_key,
+    due_score,
     job_key,
     queue_key,
     wake_key,
@@ -256,7 +256,7 @@ def prepare(
         own_meta = ("meta", JSON.dumps(meta))
     stamp = now()  # RQ stamps creation and enqueueing apart; one instant does for both here
     formatted = utcformat(stamp)
-    due = calendar.timegm(options.at.utctimetuple()) if options.at is not None else None
+    due = due_score(options.at) if options.at is not None else None
     first = int(stamp.timestamp() * 1_000_000)
     ids = [str(uuid.uuid4()) for _ in inputs]
     record = json.dumps({"fingerprint": fingerprint, "job_ids": ids}) if idempotency is not None else ""

@@ -4,6 +4,7 @@ the job again later on RQ's Retry, its retries unspent."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -127,6 +128,12 @@ def test_retry_after_reschedules_without_spending_a_retry(
     assert view.retry_after is not None
     assert view.retry_after.reason == asked["reason"]
     assert view.error is None
+    # Due no earlier than asked: RQ's own schedule would round the time down to the second.
+    registry = ScheduledJobRegistry(job.origin, connection=connection, serializer=JSONSerializer)
+    due = connection.zscore(registry.key, job.id)
+    assert due is not None
+    assert due >= datetime.fromisoformat(asked["at"]).timestamp()
+    assert view.scheduled_for.timestamp() == due
     assert connection.hget(COUNTERS_KEY, counter_field(name, "retry_after")) == b"1"
 
     _due_now(connection, job)

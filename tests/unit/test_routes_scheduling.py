@@ -40,6 +40,16 @@ def test_delay_schedules_the_job(client: TestClient, connection: Redis) -> None:
     assert read(client, view["id"])["scheduled_for"] == view["scheduled_for"]
 
 
+def test_a_delayed_job_is_not_due_before_its_delay(client: TestClient, connection: Redis) -> None:
+    before = datetime.now(UTC)
+    view = post(client, "/jobs/word_count", {"text": "a"}, delay=0.25)
+    due = connection.zscore(ScheduledJobRegistry("default", connection=connection).key, view["id"])
+    # Whole seconds, as RQ keeps them, rounded up: rounded down, it would be due at once.
+    assert due is not None
+    assert due == int(due) >= (before + timedelta(seconds=0.25)).timestamp()
+    assert datetime.fromisoformat(view["scheduled_for"]).timestamp() == due
+
+
 def test_a_delayed_enqueue_repeated_under_its_idempotency_key_is_a_replay(client: TestClient) -> None:
     # Each repeat computes a later time from the same delay: the request is the same all the same.
     key = {"Idempotency-Key": "delayed-once"}

@@ -42,6 +42,7 @@ OVERRIDDEN = {
     "rq.queue.Queue.dequeue_any": "(cls, queues: 'Iterable[Queue]', timeout: 'int | None', connection: 'Redis', job_class: 'type[Job] | None' = None, serializer: 'Serializer | str | None' = None, death_penalty_class: 'type[BaseDeathPenalty] | None' = None) -> 'tuple[Job, Queue] | None'",
     "rq.queue.Queue.intermediate_queue": "(self) -> 'IntermediateQueue'",
     "rq.queue.Queue.push_job_id": "(self, job_id: 'str', pipeline: 'Pipeline | None' = None, at_front: 'bool' = False)",
+    "rq.queue.Queue.schedule_job": "(self, job: 'Job', datetime: 'datetime', pipeline: 'Pipeline | None' = None, unique: 'bool' = False) -> 'Job'",
     "rq.timeouts.BaseDeathPenalty.cancel_death_penalty": "(self)",
     "rq.timeouts.BaseDeathPenalty.setup_death_penalty": "(self)",
     "rq.worker.base.BaseWorker.__init__": "(self, queues: 'str | Queue | Sequence[str] | Sequence[Queue]', name: 'str | None' = None, default_result_ttl=500, connection: 'Redis | None' = None, exception_handlers=None, maintenance_interval: 'int' = 600, default_worker_ttl: 'int | None' = None, worker_ttl: 'int | None' = None, job_class: 'type[Job] | str | None' = None, queue_class: 'type[Queue] | str | None' = None, log_job_description: 'bool' = True, job_monitoring_interval=30, disable_default_exception_handler: 'bool' = False, prepare_for_work: 'bool' = True, serializer: 'Serializer | str | None' = None, work_horse_killed_handler: 'Callable[[Job, int, int, struct_rusage], None] | None' = None)",
