@@ -21,8 +21,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.integration]
 ERROR_TEXT = "the dashboard shows this error"
 # The dashboard's columns, left to right, as GET /queues names them.
 COLUMNS = ("queued", "deferred", "scheduled", "started", "finished", "failed", "canceled")
-# Long enough to be seen running (stopped, then on the workers page), short enough for a test.
-RUN_SECONDS = 4
+# Long enough to be seen running (stopped, then on the workers page, loaded while the requeued run
+# runs on a machine that may be busy), short enough for a test.
+RUN_SECONDS = 8
 
 
 def status(stack: Stack, job_id: str) -> str:

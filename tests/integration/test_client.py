@@ -60,7 +60,8 @@ class Counting(httpx.HTTPTransport):
 
 def test_enqueue_wait_and_follow_a_job_to_its_end(stack: Stack) -> None:
     with offload(stack) as client:
-        job = client.jobs.process_items(items=4, delay=0.3)
+        # Due a second from now: the stream is open before the first report, however busy the machine.
+        job = client.jobs.process_items(items=4, delay=0.3, options={"delay": 1})
         events = list(client.events(job, timeout=30))
         ended = client.wait(job, timeout=10)
     kinds = [event.kind for event in events]

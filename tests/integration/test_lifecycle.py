@@ -139,9 +139,9 @@ def test_no_worker_takes_from_a_paused_queue_until_it_is_resumed(stack: Stack) -
 
 
 def test_a_job_not_started_within_its_ttl_is_canceled_unrun(stack: Stack) -> None:
-    # Every slot of the one worker is busy for 3 s: the job queued behind them expires before the
-    # worker reaches it.
-    busy = [post(stack, "/jobs/very_long_task", {"seconds": 3}) for _ in range(WORKER_SLOTS)]
+    # Every slot of the one worker is busy for 6 s: the job queued behind them (posted once all have
+    # started, which a loaded machine may take seconds to see) expires before the worker reaches it.
+    busy = [post(stack, "/jobs/very_long_task", {"seconds": 6}) for _ in range(WORKER_SLOTS)]
     running = {job["id"] for job in busy}
     assert wait_until(lambda: all(status(stack, job_id) == "started" for job_id in running), 10), stack.logs()
     stale = post(stack, "/jobs/word_count", {"text": "stale"}, ttl=1)

@@ -123,7 +123,7 @@ def test_a_job_longer_than_the_grace_period_goes_back_to_the_front_of_its_queue(
     restart_dyno(worker)
     assert worker.popen.wait(GRACE + 5) == 0, worker.tail()
     stopped_after = time.monotonic() - signalled
-    assert GRACE - 0.2 <= stopped_after < GRACE + 2, (stopped_after, worker.tail())
+    assert GRACE - 0.2 <= stopped_after < GRACE + 4, (stopped_after, worker.tail())
     assert "job requeued" in worker.tail(), worker.tail()
     assert_requeued_at_front(stack, job, behind, retries_left=2)
 
@@ -158,9 +158,13 @@ def test_a_second_sigterm_requeues_the_running_job_at_once(
     job = start_long_job(stack, 30, retries=1)["id"]
     behind = post_job(stack, 0)["id"]
     restart_dyno(worker)
-    time.sleep(1.2)  # RQ takes a second signal within 1 s of the first for the same stop
+    # RQ takes a second signal within 1 s of the first for the same stop: 1 s from when the worker
+    # handled the first (it logs so), which on a loaded machine may be well after it was sent.
+    assert wait_until(lambda: "warm shut down requested" in worker.tail(), 10), worker.tail()
+    time.sleep(1.2)
     signalled = time.monotonic()
     os.kill(worker.popen.pid, signal.SIGTERM)
-    assert worker.popen.wait(5) == 0, worker.tail()
-    assert time.monotonic() - signalled < 2, worker.tail()
+    assert worker.popen.wait(10) == 0, worker.tail()
+    # At once, not after the 25 s grace: seconds at most for a worker at nice 19 on a busy machine.
+    assert time.monotonic() - signalled < 5, worker.tail()
     assert_requeued_at_front(stack, job, behind, retries_left=1)

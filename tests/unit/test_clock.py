@@ -123,20 +123,21 @@ def test_an_interval_job_waits_its_interval(connection: Redis, registry: Registr
 
 
 def test_a_cron_job_is_due_at_its_next_tick_in_local_time(connection: Redis, registry: Registry) -> None:
+    before = datetime.now(UTC)  # times compared with this: a tick may turn while the clock starts
     clock = Clock(connection, registry)
     job = scheduled(clock, "nightly")
     assert job.next_enqueue_time is not None
-    until = job.next_enqueue_time - datetime.now(UTC)
-    assert timedelta(0) < until <= timedelta(minutes=5)
+    assert before < job.next_enqueue_time <= datetime.now(UTC) + timedelta(minutes=5)
     local = job.next_enqueue_time.astimezone()
     assert local.minute % 5 == 0
     assert (local.second, local.microsecond) == (0, 0)
 
     assert clock.lease.acquire()
     job.next_enqueue_time = datetime.now(UTC) - timedelta(seconds=1)  # the tick has come
+    ticked = datetime.now(UTC)
     clock.tick()
     assert len(history(connection, "nightly")) == 1
-    assert job.next_enqueue_time > datetime.now(UTC)  # and the next one is ahead again
+    assert job.next_enqueue_time > ticked  # and the next one is ahead again
 
 
 def test_sleeps_are_capped_so_the_lease_is_renewed_in_time(connection: Redis, registry: Registry) -> None:
@@ -164,11 +165,12 @@ def test_only_the_clock_holding_the_lease_enqueues(connection: Redis, registry: 
 
 
 def test_a_lapsed_lease_is_taken_over(connection: Redis, registry: Registry) -> None:
-    first = Clock(connection, registry, lease_seconds=0.2)
-    second = Clock(connection, registry, lease_seconds=0.2)
+    # The first lease short, the second long: a stall of the test lapses neither before its time.
+    first = Clock(connection, registry, lease_seconds=1)
+    second = Clock(connection, registry, lease_seconds=30)
     assert first.lease.acquire()
     assert not second.lease.acquire()
-    time.sleep(0.3)  # the first clock froze, or died without releasing
+    time.sleep(1.2)  # the first clock froze, or died without releasing
     assert second.lease.acquire()
     assert first.tick() is None
 
@@ -274,17 +276,27 @@ def test_a_stop_signal_lets_the_round_finish_and_a_second_stops_at_once(
 
 
 def test_start_leads_until_sigterm_then_lets_go(connection: Redis, registry: Registry) -> None:
-    clock = Clock(connection, registry, lease_seconds=3)
+    clock = Clock(connection, registry, lease_seconds=30)  # rounds 10 s apart
     previous = signal.getsignal(signal.SIGTERM)
-    # The signal comes while the clock sleeps between rounds, as it does nearly all the time.
-    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM))
-    timer.start()
-    started = time.monotonic()
+    # The signal comes while the clock sleeps between rounds, as it does nearly all the time: once
+    # its first round has enqueued (a loaded machine may take a while), not at a fixed time.
+    signalled: list[float] = []
+
+    def stop_once_enqueued() -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not get_cron_job_ids("squares", connection):
+            time.sleep(0.02)
+        time.sleep(0.2)  # the round's last writes; then the clock sleeps
+        signalled.append(time.monotonic())
+        os.kill(os.getpid(), signal.SIGTERM)  # a clock that never enqueued is stopped all the same
+
+    stopper = threading.Thread(target=stop_once_enqueued)
+    stopper.start()
     try:
         clock.start()
     finally:
-        timer.cancel()
-    assert time.monotonic() - started < 2  # woken from its sleep at once, not at its end
+        stopper.join(15)
+    assert time.monotonic() - signalled[0] < 5  # woken from its 10 s sleep at once, not at its end
     assert len(history(connection, "squares")) == 1
     assert connection.get(LEASE_KEY) is None  # released: a standby takes over at once
     assert cron_scheduler_registry.get_keys(connection) == []  # RQ's record of its death

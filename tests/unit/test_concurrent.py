@@ -169,7 +169,7 @@ def test_no_more_jobs_run_at_once_than_the_concurrency(
         with lock:
             now_running[0] += 1
             most[0] = max(most[0], now_running[0])
-        time.sleep(0.05)
+        time.sleep(0.2)  # long enough that three overlap even when a loaded machine starts them late
         with lock:
             now_running[0] -= 1
 

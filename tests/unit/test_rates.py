@@ -154,7 +154,9 @@ def test_an_idle_take_says_when_the_first_held_job_is_due(connection: Redis) -> 
     reply: Any = connection.eval(_TAKE, len(keys), *keys, *QUEUES, 1)
     taken, wait = reply
     assert taken == []
-    assert 900 < wait <= 1100  # the window (1 s + slack) from the first start: a sleep, not a spin
+    # The window (1 s + slack) from the first start, less the time since (a loaded machine's stall
+    # included): a sleep, not a spin.
+    assert 500 < wait <= 1100
 
 
 def test_jobs_without_limits_take_no_flow_control_keys(connection: Redis) -> None:

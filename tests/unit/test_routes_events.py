@@ -139,25 +139,26 @@ def test_workers_announce_each_change_once_saved(
         pubsub.close()
 
 
+def stream_changed(client: TestClient, job_id: str, change: Callable[[], object]) -> list[Event]:
+    """Every event of one stream, `change` made once the stream is open (the job read, the answer
+    started): timed from the request instead, a slow machine made it before the first read."""
+    with client.stream("GET", f"/jobs/{job_id}/events") as response:
+        assert_event_stream(response)
+        change()
+        return list(parse_events(response.iter_lines()))
+
+
 def test_an_end_nobody_announces_is_seen_by_the_recheck(client: TestClient, connection: Redis) -> None:
     view = enqueue(client, "word_count", {"text": "a"})
-    cancel = threading.Timer(0.2, lambda: connection.hset(f"rq:job:{view['id']}", "status", "canceled"))
-    cancel.start()
-    try:
-        events = stream(client, view["id"])
-    finally:
-        cancel.join(10)
+    events = stream_changed(
+        client, view["id"], lambda: connection.hset(f"rq:job:{view['id']}", "status", "canceled")
+    )
     assert [(name, data["status"]) for name, data in events] == [("status", "queued"), ("end", "canceled")]
 
 
 def test_a_job_whose_record_goes_away_ends_the_stream(client: TestClient, connection: Redis) -> None:
     view = enqueue(client, "word_count", {"text": "a"})
-    expire = threading.Timer(0.2, lambda: connection.delete(f"rq:job:{view['id']}"))
-    expire.start()
-    try:
-        events = stream(client, view["id"])
-    finally:
-        expire.join(10)
+    events = stream_changed(client, view["id"], lambda: connection.delete(f"rq:job:{view['id']}"))
     assert [name for name, _ in events] == ["status", "gone"]
     assert "no job with id" in events[1][1]["detail"]
 
@@ -166,18 +167,9 @@ def test_redis_going_away_mid_stream_ends_it_with_a_reason(
     client: TestClient, fake_server: fakeredis.FakeServer
 ) -> None:
     view = enqueue(client, "word_count", {"text": "a"})
-    # Redis goes away 0.2 s after the stream is open (timed from the request's start, a slow machine
-    # had it gone before the stream opened: a 503, not a stream).
-    outage = threading.Timer(0.2, lambda: setattr(fake_server, "connected", False))
-    try:
-        with client.stream("GET", f"/jobs/{view['id']}/events") as response:
-            assert_event_stream(response)
-            outage.start()
-            events = list(parse_events(response.iter_lines()))
+    try:  # Redis goes away once the stream is open
+        events = stream_changed(client, view["id"], lambda: setattr(fake_server, "connected", False))
     finally:
-        outage.cancel()
-        if outage.is_alive():
-            outage.join(10)
         fake_server.connected = True
     assert [name for name, _ in events] == ["status", "unavailable"]
     assert events[1][1]["detail"].startswith("Redis is unavailable")
