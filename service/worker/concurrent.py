@@ -251,10 +251,6 @@ class ConcurrentWorker(OffloadWorker, _Dispatch):
             self._threads.append(thread)
             thread.start()
 
-    def request_stop(self, signum: int, frame: FrameType | None) -> None:
-        self._stop_requested = True
-        super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
-
     def handle_warm_shutdown_request(self) -> None:
         super().handle_warm_shutdown_request()  # type: ignore[no-untyped-call]
         self._grace_ends = time.monotonic() + self.grace_seconds

@@ -37,10 +37,13 @@ def parse_events(lines: Iterator[str]) -> Iterator[Event]:
             data.append(line.removeprefix("data: "))
 
 
-def stream(client: TestClient, job_id: str) -> list[Event]:
-    """Every event of one stream, read until the server closes it."""
+def stream(client: TestClient, job_id: str, change: Callable[[], object] = lambda: None) -> list[Event]:
+    """Every event of one stream, read until the server closes it; `change` made once the stream is
+    open (the job read, the answer started): timed from the request instead, a slow machine made it
+    before the first read."""
     with client.stream("GET", f"/jobs/{job_id}/events") as response:
         assert_event_stream(response)
+        change()
         return list(parse_events(response.iter_lines()))
 
 
@@ -139,26 +142,15 @@ def test_workers_announce_each_change_once_saved(
         pubsub.close()
 
 
-def stream_changed(client: TestClient, job_id: str, change: Callable[[], object]) -> list[Event]:
-    """Every event of one stream, `change` made once the stream is open (the job read, the answer
-    started): timed from the request instead, a slow machine made it before the first read."""
-    with client.stream("GET", f"/jobs/{job_id}/events") as response:
-        assert_event_stream(response)
-        change()
-        return list(parse_events(response.iter_lines()))
-
-
 def test_an_end_nobody_announces_is_seen_by_the_recheck(client: TestClient, connection: Redis) -> None:
     view = enqueue(client, "word_count", {"text": "a"})
-    events = stream_changed(
-        client, view["id"], lambda: connection.hset(f"rq:job:{view['id']}", "status", "canceled")
-    )
+    events = stream(client, view["id"], lambda: connection.hset(f"rq:job:{view['id']}", "status", "canceled"))
     assert [(name, data["status"]) for name, data in events] == [("status", "queued"), ("end", "canceled")]
 
 
 def test_a_job_whose_record_goes_away_ends_the_stream(client: TestClient, connection: Redis) -> None:
     view = enqueue(client, "word_count", {"text": "a"})
-    events = stream_changed(client, view["id"], lambda: connection.delete(f"rq:job:{view['id']}"))
+    events = stream(client, view["id"], lambda: connection.delete(f"rq:job:{view['id']}"))
     assert [name for name, _ in events] == ["status", "gone"]
     assert "no job with id" in events[1][1]["detail"]
 
@@ -168,7 +160,7 @@ def test_redis_going_away_mid_stream_ends_it_with_a_reason(
 ) -> None:
     view = enqueue(client, "word_count", {"text": "a"})
     try:  # Redis goes away once the stream is open
-        events = stream_changed(client, view["id"], lambda: setattr(fake_server, "connected", False))
+        events = stream(client, view["id"], lambda: setattr(fake_server, "connected", False))
     finally:
         fake_server.connected = True
     assert [name for name, _ in events] == ["status", "unavailable"]

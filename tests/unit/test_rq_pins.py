@@ -63,7 +63,6 @@ OVERRIDDEN = {
     "rq.worker.base.BaseWorker.prepare_execution": "(self, job: 'Job') -> 'Execution'",
     "rq.worker.base.BaseWorker.prepare_job_execution": "(self, job: 'Job', remove_from_intermediate_queue: 'bool' = False) -> 'None'",
     "rq.worker.base.BaseWorker.request_force_stop": "(self, signum: 'int', frame: 'FrameType | None')",
-    "rq.worker.base.BaseWorker.request_stop": "(self, signum, frame)",
     "rq.worker.base.BaseWorker.request_stop_execution": "(self, execution_id: 'str')",
     "rq.worker.base.BaseWorker.set_state": "(self, state: 'str', pipeline: 'Pipeline | None' = None)",
     "rq.worker.base.BaseWorker.setup_work_horse_signals": "(self)",
