@@ -4,13 +4,30 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
+from datetime import datetime
 from typing import Any, ClassVar
 
 from rq.job import Job
+from rq.utils import decode_redis_hash, utcparse
 
 from service.catalog import RegisteredJob, Registry
 from service.store.layout import CALLBACK_HOOKS
 from service.worker import webhooks
+
+# The fields of a job's hash that RQ's Job.restore parses as dates, each with `utcparse`: a
+# `strptime`, about 8 µs, and a lock the worker's other threads then wait on.
+DATE_FIELDS = ("created_at", "enqueued_at", "started_at", "ended_at", "last_heartbeat")
+# How long RQ's `utcformat` makes a date: %Y-%m-%dT%H:%M:%S.%fZ.
+STAMP_LENGTH = 27
+
+
+def parse_stamp(value: bytes | str) -> datetime:
+    """RQ's `utcparse` of a date RQ wrote, in a fiftieth of the time: `fromisoformat` reads RQ's
+    format as the same UTC datetime. Any other text (RQ's older format) goes to RQ's."""
+    text = value.decode() if isinstance(value, bytes) else value
+    if len(text) == STAMP_LENGTH and text[10] == "T" and text[-1] == "Z":
+        return datetime.fromisoformat(text)
+    return utcparse(text)
 
 
 class UnregisteredJobError(RuntimeError):
@@ -39,6 +56,16 @@ class OffloadJob(Job):
     def run_coroutine(coroutine: Coroutine[Any, Any, Any]) -> Any:
         """How an async job's coroutine runs: on a loop of its own; a concurrent worker's shared one."""
         return asyncio.run(coroutine)
+
+    def restore(self, raw_data: Any) -> Any:
+        """RQ's, with its dates parsed by `parse_stamp`: a worker restores every job it takes."""
+        fields = decode_redis_hash(raw_data)
+        stamps = {name: fields.pop(name) for name in DATE_FIELDS if name in fields}
+        restored = super().restore(fields)
+        for name, stamp in stamps.items():
+            if stamp:  # RQ leaves an empty one as it leaves a missing one
+                setattr(self, name, parse_stamp(stamp))
+        return restored
 
     def _execute(self) -> Any:
         # RQ's, with the coroutine handed to run_coroutine.

@@ -34,6 +34,7 @@ OVERRIDDEN = {
     "rq.intermediate_queue.IntermediateQueue.cleanup": "(self, worker: 'BaseWorker', queue: 'Queue') -> 'None'",
     "rq.intermediate_queue.IntermediateQueue.should_be_cleaned_up": "(self, job_id: 'str') -> 'bool'",
     "rq.job.Job._execute": "(self) -> 'Any'",
+    "rq.job.Job.restore": "(self, raw_data) -> 'Any'",
     "rq.job.Job.failure_callback": "(self) -> 'FailureCallbackType | None'",
     "rq.job.Job.func": "(self)",
     "rq.job.Job.stopped_callback": "(self) -> 'Callable[[Job, Redis], Any] | None'",
