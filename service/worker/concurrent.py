@@ -363,13 +363,22 @@ class ConcurrentWorker(OffloadWorker, _Dispatch):
             if self._runs.pop(run.execution.id, None) is None:
                 return
             idle = not self._runs
-            self._changed.notify_all()
+            if self._awaited():
+                self._changed.notify_all()
         self.executions.pop(run.execution.id, None)
         if idle:
             try:
                 self.set_state(WorkerStatus.IDLE)
             except RedisError as exc:
                 self.log.warning("could not mark worker idle: %s", exc)
+
+    def _awaited(self) -> bool:
+        """Whether the main thread may be waiting for the number of runs now running: a free slot
+        (all were busy), half the slots free (`_gather`), or none running (`_finish_runs`). Other
+        ends wake nobody: each would be a switch to the main thread and back. Called holding
+        `_changed`."""
+        free = self.concurrency - len(self._runs)
+        return free == 1 or free >= (self.concurrency + 1) // 2 or not self._runs
 
     # -- RQ's members, per run -------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from redis import Redis
+from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
@@ -216,6 +217,28 @@ def test_the_wait_for_half_the_slots_is_bounded(
         worker._gather()
     assert 0.2 <= time.monotonic() - started < WAIT
     worker._runs = {}
+
+
+def test_a_run_s_end_wakes_the_main_thread_only_at_a_count_it_waits_for(
+    make_worker: Callable[..., ConcurrentWorker],
+) -> None:
+    # The main thread waits for a free slot (all busy), half the slots free, or none running: an
+    # end that makes none of these true would only switch to it and back.
+    worker = make_worker(concurrency=8)
+    jobs = [Job(f"run-{n}", connection=worker.connection) for n in range(8)]
+    runs = [Run(job, None, Execution(f"x-{job.id}", job.id, job.connection), {}) for job in jobs]  # type: ignore[arg-type]
+    worker._runs = {run.execution.id: run for run in runs}
+    woken: list[int] = []  # slots free at each wake-up
+    notify_all = worker._changed.notify_all
+
+    def counted() -> None:
+        woken.append(worker.concurrency - len(worker._runs))
+        notify_all()
+
+    worker._changed.notify_all = counted  # type: ignore[method-assign]
+    for run in runs:
+        worker._end(run)
+    assert woken == [1, 4, 5, 6, 7, 8]
 
 
 def test_with_none_waiting_a_job_starts_before_the_worker_looks_for_more(
