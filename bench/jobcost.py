@@ -10,6 +10,7 @@ over the worker's processes as they are then (a pool's children recycled later a
 
     python -m bench.jobcost                          # simple, concurrent 16 and 50; 5,000 jobs each
     python -m bench.jobcost --jobs 3000 --setting "--kind concurrent --concurrency 16"
+    python -m bench.jobcost --jobs 12000 --setting ceiling --setting "--kind concurrent --concurrency 16"
 
 To compare two trees, run it in each (a `git worktree`), alternating, and compare the counts. Context
 switches are where a threaded worker's time goes (bench/PROFILES.md, "Context switches").
@@ -33,6 +34,8 @@ from bench.processes import running_workers
 from service.dev.harness import descendants, proc_stat, running_redis, wait_until
 from service.store.enqueue import enqueue
 
+# `--setting ceiling`: one thread taking, claiming, running and ending jobs in batches (bench/ceiling.py).
+CEILING = "exec python -m bench.ceiling"
 SETTINGS = (
     "--kind simple",
     "--kind concurrent --concurrency 16",
@@ -94,7 +97,9 @@ def measure(redis_url: str, redis_pid: int, logs: Path, setting: str, jobs: int,
     try:
         connection.flushall()
         env = {"JOBS_MODULE": offload_jobs.__name__, **SAME_PRIORITY}
-        with running_workers(logs, redis_url, args=setting, name="jobcost", env=env) as [worker]:
+        program, args = (CEILING, "") if setting == "ceiling" else (None, setting)
+        running = running_workers(logs, redis_url, args=args, name="jobcost", env=env, program=program)
+        with running as [worker]:
             root = worker.popen.pid
             tick = offload_jobs.tick  # queued once the worker waits for work: its start is not counted
             for start in range(0, jobs, BATCH):
@@ -140,7 +145,11 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--jobs", type=int, default=5000)
     parser.add_argument("--skip", type=int, default=200, help="jobs done before counting starts")
-    parser.add_argument("--setting", action="append", help="worker arguments (repeatable)")
+    parser.add_argument(
+        "--setting",
+        action="append",
+        help="worker arguments, or `ceiling` for bench/ceiling.py's one-thread loop (repeatable)",
+    )
     args = parser.parse_args(argv)
     if not sys.platform.startswith("linux"):
         parser.error("the counts come from Linux's /proc")

@@ -81,10 +81,11 @@ def running_workers(
     args: str = "",
     name: str = "worker",
     env: dict[str, str] | None = None,
+    program: str | None = None,
 ) -> Iterator[list[LoggedProcess]]:
     """`count` of the Procfile's workers (`args` appended, `env` added), waiting for work, until the
-    block ends."""
-    command = f"{procfile_commands()['worker']} {args}".strip()
+    block ends; `program` instead of the Procfile's worker command, if given."""
+    command = f"{program or procfile_commands()['worker']} {args}".strip()
     env = child_env(**{**(env or {}), "REDIS_URL": redis_url})
     started: list[LoggedProcess] = []
     try:
