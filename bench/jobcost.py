@@ -11,6 +11,8 @@ over the worker's processes as they are then (a pool's children recycled later a
     python -m bench.jobcost                          # simple, concurrent 16 and 50; 5,000 jobs each
     python -m bench.jobcost --jobs 3000 --setting "--kind concurrent --concurrency 16"
     python -m bench.jobcost --jobs 12000 --setting ceiling --setting "--kind concurrent --concurrency 16"
+    python -m bench.jobcost --jobs 12000 --job tick_async --setting "ceiling --async" \
+        --setting "--kind concurrent --concurrency 50"
 
 To compare two trees, run it in each (a `git worktree`), alternating, and compare the counts. Context
 switches are where a threaded worker's time goes (bench/PROFILES.md, "Context switches").
@@ -25,17 +27,21 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import redis
 
 from bench.peers import offload_jobs
 from bench.peers.offload import SAME_PRIORITY
 from bench.processes import running_workers
+from service.catalog import RegisteredJob
 from service.dev.harness import descendants, proc_stat, running_redis, wait_until
 from service.store.enqueue import enqueue
 
-# `--setting ceiling`: one thread taking, claiming, running and ending jobs in batches (bench/ceiling.py).
+# `--setting ceiling`: one thread taking, claiming, running and ending jobs in batches (bench/ceiling.py);
+# `--setting "ceiling --async"` with `--job tick_async`: async jobs on that thread's event loop.
 CEILING = "exec python -m bench.ceiling"
+JOBS: dict[str, RegisteredJob[..., Any]] = {"tick": offload_jobs.tick, "tick_async": offload_jobs.tick_async}
 SETTINGS = (
     "--kind simple",
     "--kind concurrent --concurrency 16",
@@ -92,16 +98,19 @@ def sample(worker_pids: set[int], redis_pid: int) -> Sample:
     )
 
 
-def measure(redis_url: str, redis_pid: int, logs: Path, setting: str, jobs: int, skip: int) -> Cost:
+def measure(
+    redis_url: str, redis_pid: int, logs: Path, setting: str, jobs: int, skip: int, job: str = "tick"
+) -> Cost:
     connection = redis.Redis.from_url(redis_url, socket_timeout=30)
     try:
         connection.flushall()
         env = {"JOBS_MODULE": offload_jobs.__name__, **SAME_PRIORITY}
-        program, args = (CEILING, "") if setting == "ceiling" else (None, setting)
+        ceiling = setting.split(maxsplit=1)[0] == "ceiling"
+        program, args = (CEILING, setting.removeprefix("ceiling")) if ceiling else (None, setting)
         running = running_workers(logs, redis_url, args=args, name="jobcost", env=env, program=program)
         with running as [worker]:
             root = worker.popen.pid
-            tick = offload_jobs.tick  # queued once the worker waits for work: its start is not counted
+            tick = JOBS[job]  # queued once the worker waits for work: its start is not counted
             for start in range(0, jobs, BATCH):
                 enqueue(connection, tick, [tick.input_model()] * min(BATCH, jobs - start))
 
@@ -148,7 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--setting",
         action="append",
-        help="worker arguments, or `ceiling` for bench/ceiling.py's one-thread loop (repeatable)",
+        help="worker arguments, or `ceiling [--async]` for bench/ceiling.py's one-thread loop (repeatable)",
+    )
+    parser.add_argument(
+        "--job", choices=sorted(JOBS), default="tick", help="the no-op job every setting runs"
     )
     args = parser.parse_args(argv)
     if not sys.platform.startswith("linux"):
@@ -162,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     ):
         redis_pid = _pid(server.process)
         for setting in args.setting or SETTINGS:
-            rows.append(measure(server.url, redis_pid, Path(scratch), setting, args.jobs, args.skip))
+            rows.append(
+                measure(server.url, redis_pid, Path(scratch), setting, args.jobs, args.skip, args.job)
+            )
     print(
         "| worker setting | jobs counted | jobs/s (noisy) | worker CPU ms a job | context switches a job "
         "| redis-server CPU ms a job |\n|---|---:|---:|---:|---:|---:|"
