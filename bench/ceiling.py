@@ -26,7 +26,8 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from contextvars import Token
 from typing import cast
 
@@ -47,7 +48,7 @@ from service.worker.recovery import claim_many
 from service.worker.report import report_end, report_start
 from service.worker.worker import OffloadWorker
 
-BATCH = 32  # jobs a take asks for: the concurrent worker's takes are about half its 16 slots
+BATCH = 32  # jobs a take asks for: more than the concurrent worker's (half its slots), a best case
 WAIT_SECONDS = 1  # how long an empty take blocks before it looks again
 ASYNC_SLOTS = 50  # async jobs at once, as the peer table's concurrent 50; taken once half are free
 
@@ -59,12 +60,8 @@ def drain(worker: OffloadWorker, stopping: Callable[[], bool]) -> int:
         taken = _take(worker, BATCH, WAIT_SECONDS)
         ended: list[tuple[Job, End]] = []
         for job, execution in taken:
-            report_start(worker, job)
-            token: Token[Job | None] = _current_job.set(job)  # as RQ's perform_job sets it
-            try:
+            with _running(worker, job):
                 job._result = job.func(*job.args, **job.kwargs)
-            finally:
-                _current_job.reset(token)
             ended.append(_ended(worker, job, execution))
         done += _end(worker, ended)
     return done
@@ -77,12 +74,8 @@ async def drain_async(worker: OffloadWorker, stopping: Callable[[], bool], slots
     done = 0
 
     async def run(job: Job, execution: Execution) -> None:
-        report_start(worker, job)
-        token: Token[Job | None] = _current_job.set(job)
-        try:
+        with _running(worker, job):
             job._result = await job.func(*job.args, **job.kwargs)
-        finally:
-            _current_job.reset(token)
         ended.append(_ended(worker, job, execution))
 
     while not stopping() or running:
@@ -99,6 +92,17 @@ async def drain_async(worker: OffloadWorker, stopping: Callable[[], bool], slots
         if running and not taken:
             await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED, timeout=WAIT_SECONDS)
     return done + _end(worker, ended)  # the last to finish
+
+
+@contextmanager
+def _running(worker: OffloadWorker, job: Job) -> Iterator[None]:
+    """`job started`, and the job current (`current_job()`) while it runs, as RQ's perform_job sets it."""
+    report_start(worker, job)
+    token: Token[Job | None] = _current_job.set(job)
+    try:
+        yield
+    finally:
+        _current_job.reset(token)
 
 
 def _take(worker: OffloadWorker, count: int, wait: int | None) -> list[tuple[Job, Execution]]:

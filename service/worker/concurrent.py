@@ -145,8 +145,7 @@ class ConcurrentWorker(OffloadWorker, _Dispatch):
         take, rather than take for each slot as it frees: the take, the claim and the runs' ends then
         go a batch per round trip, not a job or two. Called holding `_changed`."""
         deadline = time.monotonic() + GATHER_SECONDS
-        half = (self.concurrency + 1) // 2
-        while self._runs and self.concurrency - len(self._runs) < half and not self._stop_requested:
+        while self._runs and self.concurrency - len(self._runs) < self._half and not self._stop_requested:
             left = deadline - time.monotonic()
             if left <= 0:
                 return
@@ -378,7 +377,12 @@ class ConcurrentWorker(OffloadWorker, _Dispatch):
         ends wake nobody: each would be a switch to the main thread and back. Called holding
         `_changed`."""
         free = self.concurrency - len(self._runs)
-        return free == 1 or free >= (self.concurrency + 1) // 2 or not self._runs
+        return free == 1 or free >= self._half or not self._runs
+
+    @property
+    def _half(self) -> int:
+        """Free slots `_gather` waits for before a take under a backlog."""
+        return (self.concurrency + 1) // 2
 
     # -- RQ's members, per run -------------------------------------------------------------
 
